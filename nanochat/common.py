@@ -1,0 +1,127 @@
+"""
+Shared runtime helpers: compute init/cleanup, rank info, print0, the base directory and the dtype policy.
+
+Every script calls `compute_init()` first and `compute_cleanup()` last, so it runs unchanged on
+1 CPU process, 1 GPU, or `torchrun --nproc_per_node=N` (PyTorch distributed reads RANK/WORLD_SIZE/
+LOCAL_RANK from the environment that torchrun sets).
+"""
+import os
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger("nanochat")
+
+# -----------------------------------------------------------------------------
+# rank info and printing
+
+
+def get_dist_info():
+    """(is_ddp, rank, local_rank, world_size) from torchrun's environment; (False, 0, 0, 1) otherwise."""
+    if all(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        return True, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    return False, 0, 0, 1
+
+
+def is_master():
+    return get_dist_info()[1] == 0
+
+
+def print0(*args, **kwargs):
+    """print() on rank 0 only, flushed so logs interleave sensibly under torchrun."""
+    if is_master():
+        kwargs.setdefault("flush", True)
+        print(*args, **kwargs)
+
+
+# -----------------------------------------------------------------------------
+# the base directory: every artifact (data, tokenizer, checkpoints, reports) lives under it
+
+
+def get_base_dir():
+    """$NANOCHAT_BASE_DIR, default ~/.cache/nanochat; created on first use."""
+    base = os.environ.get("NANOCHAT_BASE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanochat")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+# -----------------------------------------------------------------------------
+# device and dtype policy
+
+
+def autodetect_device_type():
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def compute_dtype(device_type):
+    """
+    The one place that decides the activation dtype. bf16 on CUDA SM80+ (Ampere and later) where it is fast
+    and range-safe; fp32 elsewhere (CPU bf16 matmuls are slow and MPS bf16 is patchy). Weights stay fp32 for
+    the optimizer either way. Override with NANOCHAT_DTYPE=float32|bfloat16|float16.
+    """
+    override = os.environ.get("NANOCHAT_DTYPE")
+    if override:
+        if override not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"NANOCHAT_DTYPE={override!r}: expected float32, bfloat16 or float16")
+        return getattr(torch, override)
+    if device_type == "cuda" and torch.cuda.get_device_capability()[0] >= 8:
+        return torch.bfloat16
+    return torch.float32
+
+
+# -----------------------------------------------------------------------------
+# init / cleanup
+
+
+@dataclass
+class ComputeInfo:
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    device_type: str
+    dtype: torch.dtype
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def compute_init(device_type="", seed=42):
+    """
+    Pick the device (autodetect when ""), seed every RNG, and join the process group when launched by
+    torchrun (NCCL on CUDA, gloo on CPU). Returns a ComputeInfo.
+    """
+    device_type = device_type or autodetect_device_type()
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device-type cuda was asked for but no CUDA device is visible; use --device-type cpu")
+    ddp, rank, local_rank, world_size = get_dist_info()
+    seed_everything(seed)  # same seed on every rank: identical initial weights without a broadcast
+    if device_type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device(device_type)
+    if ddp and not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device_type == "cuda" else None)
+        dist.barrier()
+    return ComputeInfo(ddp, rank, local_rank, world_size, device, device_type, compute_dtype(device_type))
+
+
+def compute_cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

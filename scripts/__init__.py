@@ -1,0 +1,1 @@
+"""Runnable stages, one per file: `python -m scripts.NAME` (or under torchrun)."""
