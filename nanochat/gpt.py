@@ -1,0 +1,266 @@
+"""
+The GPT model: a decoder-only Transformer, nanochat flavour.
+
+Differences from the GPT-2 of nanoGPT, each a known improvement:
+- rotary position embeddings (RoFormer, arXiv 2104.09864) instead of a learned positional table
+- QK-norm: RMSNorm on queries and keys before attention (arXiv 2010.04245, 2302.05442) keeps logits tame
+- parameter-free RMSNorm (arXiv 1910.07467), pre-norm, plus one after the embedding and one before the head
+- ReLU^2 MLP (Primer, arXiv 2109.08668)
+- grouped-query attention, n_kv_head <= n_head (GQA, arXiv 2305.13245) for a smaller KV cache
+- logit soft-capping with tanh (Gemma 2, arXiv 2408.00118)
+- untied token embedding and lm_head, no biases anywhere, zero-initialized output projections and lm_head
+
+Precision policy (one place, explicit): weights live in fp32 (the optimizer wants them); activations run in
+the "compute dtype" chosen once by nanochat.common.compute_dtype (bf16 on CUDA SM80+, fp32 on CPU). The
+embedding output is cast to it, each Linear casts its weight to the input's dtype, and the logits come back
+in fp32. There is no autocast anywhere.
+
+The model is built on the meta device (no memory, no wasted init) and then materialized and initialized:
+
+    with torch.device("meta"):
+        model = GPT(GPTConfig(...))
+    model.to_empty(device=device)
+    model.init_weights()
+
+This file knows nothing about distributed training, data or the command line.
+"""
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanochat.common import compute_dtype
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 1024  # the longest context we train on; rotary tables are precomputed well past it
+    vocab_size: int = 65536
+    n_layer: int = 12
+    n_head: int = 6  # query heads
+    n_kv_head: int = 6  # key/value heads (GQA when < n_head)
+    n_embd: int = 768
+    softcap: float = 15.0  # logits = softcap * tanh(logits / softcap)
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_kv_head > self.n_head or self.n_head % self.n_kv_head != 0:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
+        if (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(f"head_dim={self.n_embd // self.n_head} must be even for rotary embeddings")
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+    def to_dict(self):
+        return asdict(self)
+
+
+# -----------------------------------------------------------------------------
+# building blocks
+
+
+def norm(x):
+    """Parameter-free RMSNorm over the last dimension (arXiv 1910.07467)."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Linear(nn.Linear):
+    """A bias-free Linear whose fp32 weight is cast to the activation dtype: the whole precision policy."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x):
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate pairs (x1_i, x2_i) of the two halves of the head dim by angle t*theta_i (arXiv 2104.09864)."""
+    # x: (B, T, H, D); cos, sin: (1, T, 1, D/2)
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    y1 = x1 * cos + x2 * sin
+    y2 = x2 * cos - x1 * sin
+    return torch.cat([y1, y2], dim=-1)
+
+
+def rotary_tables(seq_len, head_dim, base, device, dtype):
+    """cos and sin tables of shape (1, seq_len, 1, head_dim/2)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    t = torch.arange(seq_len, dtype=torch.float32, device=device)
+    freqs = torch.outer(t, inv_freq)  # (T, D/2)
+    cos, sin = freqs.cos().to(dtype), freqs.sin().to(dtype)
+    return cos[None, :, None, :], sin[None, :, None, :]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.c_q = Linear(config.n_embd, self.n_head * self.head_dim)
+        self.c_k = Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.c_proj = Linear(self.n_head * self.head_dim, config.n_embd)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        B, T, C = x.size()
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = norm(q), norm(k)  # QK-norm (rotation preserves the norm, so the order does not matter)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # (B, Hkv, T_cache, D): all keys so far
+        Tq, Tk = q.size(2), k.size(2)
+        gqa = self.n_kv_head != self.n_head
+        if Tq == Tk:  # training, or a prefill into an empty cache: plain causal attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif Tq == 1:  # one new token attends to everything in the cache
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
+        else:  # a chunk after a prefix: the prefix is fully visible, causal within the chunk
+            prefix = Tk - Tq
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device)
+            mask[:, prefix:] = torch.tril(mask[:, prefix:])
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2 (arXiv 2109.08668)
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        x = x + self.attn(norm(x), cos, sin, kv_cache)
+        x = x + self.mlp(norm(x))
+        return x
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+        ))
+        self.lm_head = Linear(config.n_embd, config.vocab_size)  # untied from wte
+        # rotary tables: non-persistent buffers (recomputed, never saved), 10x the training length so that
+        # generation can run past it; filled in init_weights because meta tensors hold no values
+        self.rotary_len = config.sequence_len * 10
+        cos, sin = rotary_tables(self.rotary_len, config.head_dim, config.rope_base, "meta", torch.float32)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @torch.no_grad()
+    def init_weights(self, dtype=None):
+        """
+        Fill every parameter (and the rotary tables) in place. `dtype` is the compute dtype for activations;
+        default: the project policy for this device (nanochat.common.compute_dtype).
+        """
+        device = self.transformer.wte.weight.device
+        dtype = dtype or compute_dtype(device.type)
+        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)  # RMSNorm follows: scale is free
+        # uniform with the std of 1/sqrt(fan_in): bounded, no outliers
+        s = 3**0.5 * self.config.n_embd**-0.5
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -s, s)
+            # zero output projections: every block starts as the identity on the residual stream
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+        nn.init.zeros_(self.lm_head.weight)  # uniform predictions at step 0 (loss = ln V)
+        cos, sin = rotary_tables(self.rotary_len, self.config.head_dim, self.config.rope_base, device, dtype)
+        self.cos, self.sin = cos, sin
+
+    @property
+    def compute_dtype(self):
+        return self.cos.dtype
+
+    def get_device(self):
+        return self.transformer.wte.weight.device
+
+    def param_groups(self):
+        """The parameters by role, for the optimizer: Muon for block matrices, AdamW for the rest."""
+        return dict(
+            matrix=list(self.transformer.h.parameters()),
+            embedding=[self.transformer.wte.weight],
+            lm_head=[self.lm_head.weight],
+        )
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def estimate_flops(self):
+        """
+        Training FLOPs per token (forward + backward).
+
+        Every weight of a matmul costs 2 FLOPs per token forward (a multiply and an add) and 4 backward
+        (gradients w.r.t. input and weight), hence 6*N for the N matmul parameters (Kaplan et al.,
+        arXiv 2001.08361, sec. 2.1; Chinchilla, arXiv 2203.15556, app. F). The embedding is a lookup, not a
+        matmul, so it is excluded; lm_head is a matmul and counts. Attention adds, per layer and token,
+        QK^T and AV: 2 * 2 * T * (n_head*head_dim) forward, x3 with backward = 12 * n_head * head_dim * T
+        (PaLM, arXiv 2204.02311, app. B, which counts the full T x T score matrix, causal masking ignored).
+        """
+        n_matmul = self.num_params() - self.transformer.wte.weight.numel()
+        c = self.config
+        return 6 * n_matmul + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
+
+    def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
+        """
+        idx: (B, T) token ids. Returns logits (B, T, V) in fp32 when targets is None, else the cross-entropy
+        loss (targets -1 are ignored; loss_reduction "mean", "sum" or "none" -> (B, T)).
+        """
+        B, T = idx.size()
+        T0 = kv_cache.get_pos() if kv_cache is not None else 0  # rotary offset of the first new token
+        if T0 + T > self.rotary_len:
+            raise ValueError(f"sequence of {T0 + T} tokens is longer than the rotary table ({self.rotary_len})")
+        cos, sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]  # (1, T, 1, D/2)
+        x = self.transformer.wte(idx).to(self.compute_dtype)  # (B, T, C)
+        x = norm(x)
+        for block in self.transformer.h:
+            x = block(x, cos, sin, kv_cache)
+        x = norm(x)
+        logits = self.lm_head(x).float()  # (B, T, V), fp32 for a stable softmax
+        logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=loss_reduction)
+        return loss.view(B, T) if loss_reduction == "none" else loss  # "none": (B, T), 0 where ignored
+
+
+def build_model(config, device, dtype=None):
+    """GPT on the meta device, materialized on `device` and initialized: the one way to make a fresh model."""
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_weights(dtype)
+    return model

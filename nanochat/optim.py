@@ -1,0 +1,169 @@
+"""
+The optimizer: Muon for the 2-D matrices of the Transformer blocks, AdamW for the embedding and the lm_head,
+in ONE class that runs the same code with or without a process group.
+
+Muon (Keller Jordan, 2024, "Muon: An optimizer for hidden layers", kellerjordan.github.io/posts/muon; analysed
+in arXiv 2502.16982) takes SGD-momentum's update and replaces it by the nearest semi-orthogonal matrix, found
+with a few Newton-Schulz iterations. Every direction of the matrix then moves by about the same amount.
+AdamW (arXiv 1711.05101) remains best for the embedding (sparse rows) and the output head.
+
+Distributed (ZeRO-2 style, arXiv 1910.02054): every parameter has one owner rank (assigned greedily by size so
+the work is balanced). Per step: each gradient is summed onto its owner (`reduce`), only the owner keeps
+optimizer state for it and computes the update, then the owner `broadcast`s the new weights. That moves the
+same bytes as all_reduce but keeps 1/world of the optimizer state and update work per rank. We use
+reduce + broadcast, not reduce_scatter + all_gather, because gloo (our CPU backend) does not implement
+reduce_scatter in every torch version, while reduce and broadcast exist on gloo and NCCL alike: one code path.
+With world_size 1 the communication is simply skipped, so there is no second implementation to drift.
+
+Use it like any torch optimizer: loss.backward(); opt.step(); model.zero_grad(set_to_none=True).
+The model is NOT wrapped in DistributedDataParallel: this optimizer does the gradient averaging.
+"""
+import math
+
+import torch
+import torch.distributed as dist
+
+# -----------------------------------------------------------------------------
+# Newton-Schulz orthogonalization
+
+
+@torch.no_grad()
+def zeropower_via_newtonschulz5(G, steps=5):
+    """
+    Approximately U V^T for G = U S V^T (the "zeroth power" of G), by a quintic Newton-Schulz iteration.
+    The coefficients (a, b, c) = (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular values
+    quickly into roughly [0.7, 1.2] rather than converging exactly to 1, which is all Muon needs.
+    Runs in bf16 on CUDA (fast, and the iteration is robust to it) and fp32 elsewhere.
+    """
+    assert G.ndim == 2, "Muon orthogonalizes matrices"
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    transposed = X.size(0) > X.size(1)
+    if transposed:  # iterate on the wide orientation: X @ X^T is then the smaller Gram matrix
+        X = X.mT
+    X = X / (X.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the region of convergence
+    for _ in range(steps):
+        A = X @ X.mT  # (rows, rows)
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if transposed:
+        X = X.mT
+    return X
+
+
+# -----------------------------------------------------------------------------
+# the optimizer
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """
+    Param groups carry kind="muon" (2-D matrices: lr, momentum, nesterov, ns_steps, weight_decay) or
+    kind="adamw" (lr, betas, eps, weight_decay). Scripts change group["lr"] / group["momentum"] for schedules.
+    """
+
+    def __init__(self, param_groups):
+        defaults = dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5,
+                        betas=(0.8, 0.95), eps=1e-10)
+        super().__init__(param_groups, defaults)
+        for group in self.param_groups:
+            if group.get("kind") not in ("muon", "adamw"):
+                raise ValueError(f"param group kind must be 'muon' or 'adamw', got {group.get('kind')!r}")
+            if group["kind"] == "muon" and any(p.ndim != 2 for p in group["params"]):
+                raise ValueError("Muon param groups may only contain 2-D matrices")
+            group.setdefault("initial_lr", group["lr"])
+        self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        # owner of each parameter: largest first onto the least-loaded rank (deterministic on every rank)
+        params = [p for group in self.param_groups for p in group["params"]]
+        load = [0] * self.world_size
+        self.owner = {}
+        for i in sorted(range(len(params)), key=lambda i: (-params[i].numel(), i)):
+            r = min(range(self.world_size), key=lambda r: (load[r], r))
+            self.owner[params[i]] = r
+            load[r] += params[i].numel()
+
+    @torch.no_grad()
+    def step(self):
+        # 1) sum every gradient onto its owner; all launched at once so communication overlaps
+        pending = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:  # every rank must take part in every collective, so use a zero gradient
+                    p.grad = torch.zeros_like(p)
+                work = None
+                if self.distributed:
+                    work = dist.reduce(p.grad, dst=self.owner[p], op=dist.ReduceOp.SUM, async_op=True)
+                pending.append((group, p, work))
+        # 2) the owner updates its parameters, then sends the new weights to everyone
+        broadcasts = []
+        for group, p, work in pending:
+            if work is not None:
+                work.wait()
+            owner = self.owner[p]
+            if owner == self.rank:
+                grad = p.grad / self.world_size if self.distributed else p.grad  # mean over ranks
+                if group["kind"] == "muon":
+                    self._muon_update(group, p, grad)
+                else:
+                    self._adamw_update(group, p, grad)
+            if self.distributed:
+                broadcasts.append(dist.broadcast(p.data, src=owner, async_op=True))
+        for work in broadcasts:
+            work.wait()
+
+    def _adamw_update(self, group, p, grad):
+        """Decoupled weight decay + Adam with bias correction, exactly as torch.optim.AdamW computes it."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        p.mul_(1 - lr * wd)
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias1 = 1 - beta1 ** state["step"]
+        bias2 = 1 - beta2 ** state["step"]
+        denom = (state["exp_avg_sq"].sqrt() / math.sqrt(bias2)).add_(eps)
+        p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+
+    def _muon_update(self, group, p, grad):
+        """Momentum (Nesterov by default), orthogonalize, scale so tall and wide matrices move alike."""
+        state = self.state[p]
+        if not state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        buf = state["momentum_buffer"]
+        buf.lerp_(grad, 1 - group["momentum"])
+        update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+        update = zeropower_via_newtonschulz5(update, steps=group["ns_steps"])
+        # an orthogonal (rows x cols) matrix has RMS entry 1/sqrt(max dim); sqrt(max(1, rows/cols)) restores a
+        # comparable per-entry step size for tall matrices (e.g. the MLP's c_fc)
+        scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
+
+
+# -----------------------------------------------------------------------------
+# the one place that decides which parameter gets which optimizer and learning rate
+
+
+def setup_optimizer(model, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02, weight_decay=0.0,
+                    adam_betas=(0.8, 0.95)):
+    """
+    MuonAdamW for a GPT. The AdamW learning rates were tuned at n_embd 768 and are scaled by
+    (n_embd / 768) ** -0.5 (the 1/sqrt(width) rule of muP, arXiv 2203.03466, as nanochat does); Muon's
+    update is already normalized per matrix, so its lr is not scaled.
+    """
+    groups = model.param_groups()
+    width_scale = (model.config.n_embd / 768) ** -0.5
+    adam = dict(kind="adamw", betas=tuple(adam_betas), eps=1e-10, weight_decay=weight_decay)
+    param_groups = [
+        dict(params=groups["lm_head"], lr=unembedding_lr * width_scale, **adam),
+        dict(params=groups["embedding"], lr=embedding_lr * width_scale, **adam),
+        dict(params=groups["matrix"], kind="muon", lr=matrix_lr, momentum=0.95, nesterov=True, ns_steps=5,
+             weight_decay=0.0),
+    ]
+    return MuonAdamW(param_groups)

@@ -1,0 +1,229 @@
+"""
+Tests for nanochat/gpt.py: against naive references (hand-written attention, a hand FLOP count, a
+reference KV cache written from the contract) and the model's ability to overfit.
+
+    python -m pytest tests/test_gpt.py -q
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanochat.gpt import GPT, GPTConfig, build_model, apply_rotary, norm
+
+torch.set_num_threads(1)
+
+
+def tiny(n_kv_head=2, **kw):
+    cfg = dict(sequence_len=32, vocab_size=64, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=64)
+    cfg.update(kw)
+    return GPTConfig(**cfg)
+
+
+def randomize(model, seed=0):
+    """init_weights zeroes the output projections; give every weight random values so tests see signal."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# a naive model forward: explicit loops over heads, explicit mask, repeat for GQA
+
+
+def naive_forward(model, idx):
+    c = model.config
+    B, T = idx.shape
+    H, Hkv, D = c.n_head, c.n_kv_head, c.head_dim
+    x = norm(model.transformer.wte.weight[idx])
+    pos = torch.arange(T, dtype=torch.float64)
+    inv = 1.0 / (c.rope_base ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    ang = pos[:, None] * inv[None, :]  # (T, D/2)
+    cos, sin = ang.cos().float(), ang.sin().float()
+
+    def rope(t):  # t: (B, T, h, D)
+        a, b = t[..., :D // 2], t[..., D // 2:]
+        cs, sn = cos[None, :, None, :], sin[None, :, None, :]
+        return torch.cat([a * cs + b * sn, b * cs - a * sn], dim=-1)
+
+    for blk in model.transformer.h:
+        h = norm(x)
+        q = (h @ blk.attn.c_q.weight.T).view(B, T, H, D)
+        k = (h @ blk.attn.c_k.weight.T).view(B, T, Hkv, D)
+        v = (h @ blk.attn.c_v.weight.T).view(B, T, Hkv, D)
+        q, k = norm(rope(q)), norm(rope(k))
+        out = torch.zeros(B, T, H, D)
+        for head in range(H):
+            kv = head // (H // Hkv)  # query head -> its key/value group
+            s = q[:, :, head] @ k[:, :, kv].transpose(1, 2) / math.sqrt(D)  # (B, T, T)
+            s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+            out[:, :, head] = s.softmax(-1) @ v[:, :, kv]
+        x = x + out.reshape(B, T, H * D) @ blk.attn.c_proj.weight.T
+        h = norm(x)
+        x = x + torch.relu(h @ blk.mlp.c_fc.weight.T).square() @ blk.mlp.c_proj.weight.T
+    logits = norm(x) @ model.lm_head.weight.T
+    return c.softcap * torch.tanh(logits / c.softcap)
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1])
+def test_forward_matches_naive(n_kv_head):
+    torch.manual_seed(0)
+    model = randomize(build_model(tiny(n_kv_head), "cpu", torch.float32))
+    idx = torch.randint(0, 64, (2, 12))
+    torch.testing.assert_close(model(idx), naive_forward(model, idx), atol=2e-5, rtol=2e-5)
+
+
+def test_loss_matches_cross_entropy_and_ignore_index():
+    model = randomize(build_model(tiny(), "cpu", torch.float32))
+    idx = torch.randint(0, 64, (2, 10))
+    tgt = torch.randint(0, 64, (2, 10))
+    tgt[0, :3] = -1
+    logits = model(idx)
+    ref = F.cross_entropy(logits.view(-1, 64), tgt.view(-1), ignore_index=-1)
+    torch.testing.assert_close(model(idx, tgt), ref)
+    per_tok = model(idx, tgt, loss_reduction="none")
+    assert per_tok.shape == (2, 10)
+    assert torch.all(per_tok[0, :3] == 0)
+    torch.testing.assert_close(per_tok.sum() / 17, ref)
+
+
+def test_init_is_explicit_and_starts_uniform():
+    model = build_model(tiny(), "cpu", torch.float32)
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    for blk in model.transformer.h:
+        assert torch.all(blk.attn.c_proj.weight == 0) and torch.all(blk.mlp.c_proj.weight == 0)
+    assert torch.all(model.lm_head.weight == 0)
+    assert abs(model.transformer.wte.weight.std().item() - 1.0) < 0.1
+    s = 3**0.5 * 64**-0.5
+    w = model.transformer.h[0].attn.c_q.weight
+    assert w.abs().max() <= s and w.abs().max() > 0.9 * s
+    # zero lm_head => uniform predictions => loss is exactly ln(V)
+    idx = torch.randint(0, 64, (2, 8))
+    assert abs(model(idx, idx).item() - math.log(64)) < 1e-5
+    # no biases, nothing but 2-D block matrices
+    assert all(p.ndim == 2 for p in model.parameters())
+
+
+def test_bf16_compute_policy_keeps_fp32_weights_and_logits():
+    torch.manual_seed(0)
+    model = randomize(build_model(tiny(), "cpu", torch.bfloat16))
+    assert model.compute_dtype == torch.bfloat16 and model.cos.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    idx = torch.randint(0, 64, (2, 8))
+    logits = model(idx)
+    assert logits.dtype == torch.float32
+    ref = naive_forward(model, idx)
+    assert (logits - ref).abs().max() < 0.25 * ref.abs().max()  # close, but at bf16 precision
+
+
+# -----------------------------------------------------------------------------
+# estimate_flops against a hand count
+
+
+def test_estimate_flops_hand_count():
+    c = GPTConfig(sequence_len=32, vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    model = build_model(c, "cpu")
+    C, hd = 64, 16
+    # per layer: q (C*C), k and v (C * 2 heads*16 = C*32 each), proj (C*C), fc (C*4C), mlp proj (4C*C)
+    per_layer = C * C + 2 * C * 32 + C * C + 2 * 4 * C * C
+    lm_head = C * 64
+    matmul_params = 2 * per_layer + lm_head  # 2 layers; the embedding is a lookup and does not count
+    attention = 2 * 12 * 4 * hd * 32  # n_layer * 12 * n_head * head_dim * T
+    assert model.estimate_flops() == 6 * matmul_params + attention == 6 * 94208 + 49152  # = 614400
+    assert model.num_params() == matmul_params + 64 * C
+
+
+# -----------------------------------------------------------------------------
+# KV cache: a reference cache written from the contract, and the engine's own when it exists
+
+
+class ContractCache:
+    """Minimal KV cache per the shared contract: insert_kv returns full views; advances after the last layer."""
+
+    def __init__(self, B, Hkv, T, D, L):
+        self.k = torch.zeros(L, B, Hkv, T, D)
+        self.v = torch.zeros(L, B, Hkv, T, D)
+        self.pos, self.L = 0, L
+
+    def get_pos(self):
+        return self.pos
+
+    def insert_kv(self, layer, k, v):
+        t0, t1 = self.pos, self.pos + k.size(2)
+        self.k[layer, :, :, t0:t1] = k
+        self.v[layer, :, :, t0:t1] = v
+        if layer == self.L - 1:
+            self.pos = t1
+        return self.k[layer, :, :, :t1], self.v[layer, :, :, :t1]
+
+
+def check_cached_forward(model, make_cache):
+    idx = torch.randint(0, 64, (2, 20))
+    full = model(idx)
+    cache = make_cache()
+    pieces = [model(idx[:, :8], kv_cache=cache)]  # prefill into an empty cache (causal)
+    pieces.append(model(idx[:, 8:13], kv_cache=cache))  # a chunk after a prefix
+    for t in range(13, 20):  # single tokens
+        pieces.append(model(idx[:, t:t + 1], kv_cache=cache))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-5, rtol=2e-5)
+    assert cache.get_pos() == 20
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+def test_kv_cache_matches_full_forward_contract(n_kv_head):
+    torch.manual_seed(1)
+    model = randomize(build_model(tiny(n_kv_head), "cpu", torch.float32))
+    c = model.config
+    check_cached_forward(model, lambda: ContractCache(2, c.n_kv_head, 32, c.head_dim, c.n_layer))
+
+
+def test_kv_cache_matches_full_forward_engine():
+    engine = pytest.importorskip("nanochat.engine")
+    torch.manual_seed(2)
+    model = randomize(build_model(tiny(2), "cpu", torch.float32))
+    c = model.config
+    check_cached_forward(model, lambda: engine.KVCache(batch_size=2, num_heads=c.n_kv_head, seq_len=32,
+                                                        head_dim=c.head_dim, num_layers=c.n_layer,
+                                                        device="cpu", dtype=torch.float32))
+
+
+# -----------------------------------------------------------------------------
+# learning
+
+
+def test_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    model = build_model(tiny(), "cpu", torch.float32)
+    from nanochat.optim import setup_optimizer
+    opt = setup_optimizer(model, embedding_lr=0.3, unembedding_lr=0.02, matrix_lr=0.05)
+    idx = torch.randint(0, 64, (2, 17))
+    x, y = idx[:, :-1], idx[:, 1:]
+    first = model(x, y).item()
+    for _ in range(150):
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+    assert first > 4.0
+    assert model(x, y).item() < 0.05
+
+
+def test_rotary_preserves_norm_and_relative_positions():
+    D = 16
+    cos, sin = [t[0, :, 0] for t in __import__("nanochat.gpt", fromlist=["x"]).rotary_tables(10, D, 10000.0, "cpu", torch.float32)]
+    q, k = torch.randn(D), torch.randn(D)
+    rot = lambda x, t: apply_rotary(x.view(1, 1, 1, D), cos[t].view(1, 1, 1, -1), sin[t].view(1, 1, 1, -1)).view(D)
+    torch.testing.assert_close(rot(q, 7).norm(), q.norm())
+    # the score depends only on the offset between positions
+    torch.testing.assert_close(rot(q, 5) @ rot(k, 2), rot(q, 8) @ rot(k, 5), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="n_kv_head"):
+        GPTConfig(n_head=6, n_kv_head=4, n_embd=768)
+    model = build_model(tiny(), "cpu")
+    with pytest.raises(ValueError, match="rotary"):
+        model(torch.zeros(1, 321, dtype=torch.long))
