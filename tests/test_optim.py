@@ -1,0 +1,151 @@
+"""
+Tests for nanochat/optim.py: Newton-Schulz vs the SVD, AdamW vs torch.optim.AdamW, Muon vs a float64 reference,
+and 2 gloo processes vs 1 process with 2x gradient accumulation.
+
+    python -m pytest tests/test_optim.py -q
+"""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from nanochat.gpt import GPTConfig, build_model
+from nanochat.optim import MuonAdamW, setup_optimizer, zeropower_via_newtonschulz5
+
+torch.set_num_threads(1)
+
+
+def test_newton_schulz_is_close_to_orthogonal():
+    torch.manual_seed(0)
+    Q1, Q2 = torch.linalg.qr(torch.randn(48, 48))[0], torch.linalg.qr(torch.randn(48, 48))[0]
+    square = Q1 @ torch.diag(torch.linspace(0.05, 1.0, 48)) @ Q2  # a square Gaussian has sigma_min ~ 0
+    for G in [torch.randn(64, 32), torch.randn(32, 96), square]:
+        shape = tuple(G.shape)
+        O = zeropower_via_newtonschulz5(G)
+        s = torch.linalg.svdvals(O)
+        # Keller Jordan's coefficients land singular values in roughly [0.7, 1.2], not exactly 1
+        assert s.min() > 0.6 and s.max() < 1.25, (shape, s.min(), s.max())
+        U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+        polar = U @ Vh  # the exact orthogonal factor
+        cos = (O * polar).sum() / (O.norm() * polar.norm())
+        assert cos > 0.97
+
+
+def test_muon_step_matches_float64_reference_and_is_orthogonal():
+    torch.manual_seed(0)
+    W = torch.nn.Parameter(torch.randn(96, 32))  # tall: scale sqrt(96/32)
+    W0 = W.detach().clone().double()
+    opt = MuonAdamW([dict(params=[W], kind="muon", lr=0.1, momentum=0.9, nesterov=True, ns_steps=5)])
+    buf = torch.zeros_like(W0)
+    for step in range(3):
+        g = torch.randn(96, 32)
+        W.grad = g.clone()
+        opt.step()
+        g = g.double()
+        buf = 0.9 * buf + 0.1 * g
+        upd = 0.1 * g + 0.9 * buf  # Nesterov: g.lerp(buf, momentum)
+        O = zeropower_via_newtonschulz5(upd.float()).double()
+        W0 = W0 - 0.1 * 3**0.5 * O
+        if step == 0:  # the first update, rescaled, is close to orthogonal
+            s = torch.linalg.svdvals(O)
+            assert s.min() > 0.6 and s.max() < 1.25
+    torch.testing.assert_close(W.detach().double(), W0, atol=1e-5, rtol=1e-5)
+
+
+def test_adamw_matches_torch_adamw():
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(10, 7)), torch.nn.Parameter(torch.randn(5))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    ours = MuonAdamW([dict(params=a, kind="adamw", lr=0.01, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.1)])
+    ref = torch.optim.AdamW(b, lr=0.01, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.1, foreach=False)
+    for step in range(5):
+        for pa, pb in zip(a, b):
+            g = torch.randn_like(pa)
+            pa.grad, pb.grad = g.clone(), g.clone()
+        if step == 3:  # a schedule changes lr mid-run
+            ours.param_groups[0]["lr"] = ref.param_groups[0]["lr"] = 0.003
+        ours.step()
+        ref.step()
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-6)
+
+
+def test_setup_optimizer_groups_and_width_scaling():
+    model = build_model(GPTConfig(sequence_len=16, vocab_size=32, n_layer=2, n_head=2, n_kv_head=2,
+                                  n_embd=192), "cpu")
+    opt = setup_optimizer(model, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02)
+    kinds = [g["kind"] for g in opt.param_groups]
+    assert kinds == ["adamw", "adamw", "muon"]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.004 * 2)  # (192/768)^-0.5 = 2
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.2 * 2)
+    assert opt.param_groups[2]["lr"] == 0.02
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == model.num_params()
+    with pytest.raises(ValueError, match="2-D"):
+        MuonAdamW([dict(params=[torch.nn.Parameter(torch.zeros(3))], kind="muon")])
+
+
+# -----------------------------------------------------------------------------
+# distributed: 2 gloo processes == 1 process with 2x gradient accumulation
+
+CFG = dict(sequence_len=16, vocab_size=48, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
+STEPS, B, T = 4, 4, 16
+
+
+def batches():
+    g = torch.Generator().manual_seed(123)
+    return [torch.randint(0, 48, (B, T + 1), generator=g) for _ in range(STEPS)]
+
+
+def train(world_size, rank, accum):
+    """Each step: this rank's share of the batch, split into `accum` micro-batches."""
+    torch.manual_seed(0)
+    model = build_model(GPTConfig(**CFG), "cpu", torch.float32)
+    opt = setup_optimizer(model, embedding_lr=0.1, unembedding_lr=0.05, matrix_lr=0.05)
+    losses = []
+    for batch in batches():
+        shard = batch.chunk(world_size)[rank]
+        step_loss = 0.0
+        for micro in shard.chunk(accum):
+            loss = model(micro[:, :-1], micro[:, 1:]) / accum
+            loss.backward()
+            step_loss += loss.item()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+    owned = {n for n, p in model.named_parameters() if p in opt.state and opt.state[p]}
+    return losses, {k: v.clone() for k, v in model.state_dict().items()}, owned
+
+
+def ddp_worker(rank, world_size, port, out_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from nanochat.common import compute_init, compute_cleanup
+    compute_init("cpu")
+    result = train(world_size, rank, accum=1)
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    compute_cleanup()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_match_one_rank_with_grad_accumulation(tmp_path):
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ref_losses, ref_state, _ = train(1, 0, accum=2)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    # the full-batch loss is the mean of the two ranks' half-batch losses
+    for step, ref in enumerate(ref_losses):
+        assert abs((r0[0][step] + r1[0][step]) / 2 - ref) < 1e-5
+    for k in ref_state:
+        torch.testing.assert_close(r0[1][k], ref_state[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r1[1][k], r0[1][k], atol=0, rtol=0)  # broadcast: identical on all ranks
+    # optimizer state is sharded: every parameter has state on exactly one rank
+    assert r0[2].isdisjoint(r1[2]) and r0[2] | r1[2] == set(ref_state) and r0[2] and r1[2]
