@@ -1,0 +1,127 @@
+"""
+Tests for nanochat/checkpoint.py: exact round trips, latest/clean/keep-last rules, and a saving process
+SIGKILLed at random moments many times never leaving a "latest" that fails to load.
+
+    python -m pytest tests/test_checkpoint.py -q
+"""
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nanochat.checkpoint import (COMPLETED, clean, complete_steps, find_latest_step, get_rng_state,
+                                 load_checkpoint, model_from_checkpoint, save_checkpoint, set_rng_state,
+                                 step_name)
+from nanochat.gpt import GPTConfig, build_model
+from nanochat.optim import setup_optimizer
+
+torch.set_num_threads(1)
+CFG = GPTConfig(sequence_len=16, vocab_size=40, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
+
+
+def trained_model_and_optimizer():
+    torch.manual_seed(0)
+    model = build_model(CFG, "cpu")
+    opt = setup_optimizer(model)
+    for _ in range(2):
+        idx = torch.randint(0, 40, (2, 9))
+        model(idx[:, :-1], idx[:, 1:]).backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+    return model, opt
+
+
+def test_round_trip_is_exact(tmp_path):
+    model, opt = trained_model_and_optimizer()
+    meta = dict(model_config=CFG.to_dict(), args=dict(depth=2), loop=dict(smooth_loss=1.5))
+    save_checkpoint(str(tmp_path), 7, model, opt, meta, rank_state=dict(loader=dict(pos=3, epoch=1)))
+    assert find_latest_step(str(tmp_path)) == 7
+    assert sorted(os.listdir(tmp_path / "step_000007")) == [
+        COMPLETED, "meta.json", "model.pt", "optim_rank000.pt", "state_rank000.pt"]
+    model_state, optim_state, rank_state, meta2 = load_checkpoint(str(tmp_path))
+    assert meta2["step"] == 7 and meta2["loop"]["smooth_loss"] == 1.5 and meta2["world_size"] == 1
+    assert rank_state == dict(loader=dict(pos=3, epoch=1))
+    for k, v in model.state_dict().items():
+        assert torch.equal(model_state[k], v)
+    # the optimizer state round-trips into a fresh optimizer
+    model2, _ = model_from_checkpoint(str(tmp_path), "cpu")
+    opt2 = setup_optimizer(model2)
+    opt2.load_state_dict(optim_state)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        for key, val in opt.state[p].items():
+            assert (torch.equal(opt2.state[q][key], val) if torch.is_tensor(val) else opt2.state[q][key] == val)
+    idx = torch.randint(0, 40, (2, 8))
+    assert torch.equal(model2(idx), model(idx))
+
+
+def test_rng_state_round_trip():
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    state = get_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn()) == first
+
+
+def test_latest_ignores_and_clean_removes_incomplete(tmp_path):
+    d = str(tmp_path)
+    model, _ = trained_model_and_optimizer()
+    for step in (1, 2, 3):
+        save_checkpoint(d, step, model, meta=dict(model_config=CFG.to_dict()))
+    os.makedirs(tmp_path / "step_000009")  # a crash after the rename, before COMPLETED
+    os.makedirs(tmp_path / ".tmp_step_000010")  # a crash while writing
+    assert find_latest_step(d) == 3
+    clean(d, keep_last=2)
+    assert sorted(os.listdir(d)) == ["step_000002", "step_000003"]
+    save_checkpoint(d, 4, model, meta=dict(model_config=CFG.to_dict()), keep_last=2)
+    assert complete_steps(d) == [3, 4]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint.*base_train"):
+        load_checkpoint(str(tmp_path / "nothing"))
+
+
+# -----------------------------------------------------------------------------
+# SIGKILL while saving: a forked child (cheap: torch is already imported) saves in a loop until killed
+
+
+def saver(d):
+    cfg = GPTConfig(sequence_len=16, vocab_size=4096, n_layer=2, n_head=2, n_kv_head=2, n_embd=128)
+    model = build_model(cfg, "cpu")  # ~2.6 MB of weights: a save takes long enough to be hit mid-way
+    step = (find_latest_step(d) or 0) + 1
+    while True:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(step))  # the weights tell which step they belong to
+        save_checkpoint(d, step, model, meta=dict(model_config=cfg.to_dict()), keep_last=2)
+        step += 1
+
+
+def test_sigkill_during_save_never_breaks_latest(tmp_path):
+    d = str(tmp_path / "ckpt")
+    rng = random.Random(0)
+    seen = set()
+    for kill in range(30):
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            try:
+                saver(d)
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.0, 0.15))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        step = find_latest_step(d)
+        if step is None:
+            continue
+        model, meta = model_from_checkpoint(d, "cpu")
+        assert meta["step"] == step
+        assert all(torch.all(p == step) for p in model.parameters())
+        seen.add(step)
+        # a crash may leave debris (.tmp_*, a step dir without COMPLETED), which is ignored and later cleaned
+        assert all(n.startswith((".tmp_step_", "step_")) for n in os.listdir(d))
+    assert len(seen) >= 10  # the kills landed at many different points of progress
