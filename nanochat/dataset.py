@@ -148,11 +148,17 @@ def iter_row_groups(split, start=(0, 0), rank=0, world_size=1, ddir=None):
                 yield si, rg, read_row_group(pf, rg)
 
 
-def iter_documents(split, start=(0, 0), rank=0, world_size=1, batch=128, ddir=None):
-    """Yield lists of up to `batch` document strings: one pass over this rank's row groups of `split`."""
+def iter_documents(split, start=(0, 0), rank=0, world_size=1, batch=None, ddir=None):
+    """
+    One pass over this rank's documents of `split`: single strings when batch is None (what the tokenizer
+    trainer wants), else lists of up to `batch` strings (what a batch encoder wants).
+    """
     for _, _, texts in iter_row_groups(split, start, rank, world_size, ddir):
-        for i in range(0, len(texts), batch):
-            yield texts[i:i + batch]
+        if batch is None:
+            yield from texts
+        else:
+            for i in range(0, len(texts), batch):
+                yield texts[i:i + batch]
 
 
 def write_shard(path, texts, rows_per_group=ROWS_PER_GROUP):
@@ -225,6 +231,7 @@ def download_file(url, dest, retries=5, backoff=1.0, timeout=30):
 def download(num_shards, workers=4, url=None, with_val=True, retries=5, backoff=1.0, ddir=None):
     """Fetch shard_00000 .. shard_{num_shards-1} (+ shard 1822 as val_shard.parquet); skip complete files."""
     ddir = ddir or data_dir()
+    os.makedirs(ddir, exist_ok=True)
     url = (url or base_url()).rstrip("/")
     assert 0 < num_shards <= MAX_SHARD, f"-n must be in 1..{MAX_SHARD} (shard {MAX_SHARD} is the val shard)"
     manifest = read_manifest(ddir) or {"mode": "online", "source": url, "train": [], "val": None}
@@ -625,6 +632,7 @@ def build_local_corpus(ddir=None, from_dirs=None, seed=0, val_fraction=0.015, sh
     or from the machine's own docs when apt fails). Deterministic: same inputs and seed, same shards.
     """
     ddir = ddir or data_dir()
+    os.makedirs(ddir, exist_ok=True)
     old = read_manifest(ddir)
     if old and old.get("mode") == "local" and not force and all(
             os.path.exists(os.path.join(ddir, e["file"])) for e in old["train"] + [old["val"]]):
