@@ -136,3 +136,27 @@ def test_mbpp_known_correct_and_wrong():
     conv = task[0]
     assert task.evaluate(conv, conv["messages"][1]["content"])
     assert not task.evaluate(conv, "```python\ndef remove_Occ(s, ch):\n    return s\n```")
+
+
+def test_olmo_mc_sets_render_with_the_right_gold():
+    import collections
+    import re
+
+    from nanochat.eval_data import olmo_hf_rows
+    from tasks.olmo_mc import DATASETS, OlmoMC
+
+    sizes = {name: len(OlmoMC(name)) for name in DATASETS}
+    assert sizes["SciQ"] == 1000 and sizes["OpenBookQA"] == 500 and sizes["COPA"] == 100 and sizes["PIQA"] == 1838
+    # SciQ: the gold letter labels the dataset's correct answer, and its position is spread over A-D
+    task, rows = OlmoMC("SciQ"), olmo_hf_rows("sciq/none/validation")
+    positions = collections.Counter()
+    for i in range(200):
+        conv = task[i]
+        choices = dict(re.findall(r"^([A-D])\. (.*)$", conv["messages"][0]["content"], re.MULTILINE))
+        assert choices[conv["answer"]] == rows[i]["correct_answer"].strip()
+        positions[conv["answer"]] += 1
+    assert len(positions) == 4 and min(positions.values()) > 25
+    conv = OlmoMC("Winogrande")[0]  # "... so _ always got the easier cases": option 2, Maria
+    assert conv["answer"] == "B" and "B. Maria" in conv["messages"][0]["content"]
+    with pytest.raises(ValueError, match="choose from"):
+        OlmoMC("Jeopardy")
