@@ -125,3 +125,51 @@ def compute_init(device_type="", seed=42):
 def compute_cleanup():
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# metrics: one JSON line per record in <base_dir>/runs/<run>/metrics.jsonl, plus wandb when asked for
+
+
+class MetricsLogger:
+    """
+    `log(dict)` appends a JSON line (rank 0 only) and forwards to wandb when `use_wandb` and wandb imports;
+    otherwise wandb is a no-op. `truncate_after(step)` drops records past a resumed step so the file stays
+    one consistent curve.
+    """
+
+    def __init__(self, run, config=None, use_wandb=False, project="nanochat"):
+        import json
+        self._json = json
+        self.master = is_master()
+        self.dir = os.path.join(get_base_dir(), "runs", run)
+        self.path = os.path.join(self.dir, "metrics.jsonl")
+        self.wandb = None
+        if self.master:
+            os.makedirs(self.dir, exist_ok=True)
+            if use_wandb:
+                try:
+                    import wandb
+                    self.wandb = wandb.init(project=project, name=run, config=config or {})
+                except ImportError:
+                    print0("wandb is not installed: metrics go to metrics.jsonl only (pip install wandb)")
+
+    def truncate_after(self, step):
+        if not self.master or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if self._json.loads(line).get("step", -1) <= step]
+        with open(self.path, "w") as f:
+            f.writelines(keep)
+
+    def log(self, record):
+        if not self.master:
+            return
+        with open(self.path, "a") as f:
+            f.write(self._json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(record)
+
+    def finish(self):
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -256,6 +256,23 @@ class GPT(nn.Module):
                                reduction=loss_reduction)
         return loss.view(B, T) if loss_reduction == "none" else loss  # "none": (B, T), 0 where ignored
 
+    @torch.no_grad()
+    def generate(self, tokens, max_tokens, temperature=0.0, seed=42):
+        """
+        The simplest sampler (no KV cache, one row): yields new token ids. For samples during training; the
+        engine (nanochat/engine.py) is the fast one with a cache, batching and tools.
+        """
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.get_device())  # (1, T)
+        g = torch.Generator(device=ids.device).manual_seed(seed)
+        for _ in range(max_tokens):
+            logits = self(ids[:, -self.rotary_len:])[:, -1, :]  # (1, V)
+            if temperature > 0:
+                nxt = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1, generator=g)
+            else:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+            yield nxt.item()
+
 
 def build_model(config, device, dtype=None):
     """GPT on the meta device, materialized on `device` and initialized: the one way to make a fresh model."""
