@@ -165,6 +165,7 @@ class MetricsLogger:
     def log(self, record):
         if not self.master:
             return
+        os.makedirs(self.dir, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(self._json.dumps(record) + "\n")
         if self.wandb is not None:

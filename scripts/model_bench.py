@@ -1,0 +1,161 @@
+"""
+Training throughput of our GPT next to a plain minimal GPT of the same shape, timed in the same run, plus
+achieved FLOP/s against a matmul peak measured on this machine (CPU) or the H100 bf16 peak (GPU: MFU).
+
+    python -m scripts.model_bench                        # CPU: d4-like (n_embd 256), B=8, T=256, fp32, 2 threads
+    python -m scripts.model_bench --depth 20 --batch-size 32 --seq-len 2048 --vocab-size 65536   # one GPU
+
+Both models take full training steps (forward, backward, optimizer: ours MuonAdamW, plain torch AdamW). The
+rounds alternate A, B, A, B and we report medians, so load from other processes hits both alike. Goals:
+ours >= 1.0x plain, and >= 50% of the matmul peak on CPU / MFU >= 50% on an H100.
+"""
+import time
+import argparse
+import statistics
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanochat.common import autodetect_device_type, compute_dtype
+from nanochat.gpt import GPTConfig, build_model
+from nanochat.optim import setup_optimizer
+
+parser = argparse.ArgumentParser(description="Benchmark our GPT's training step against a plain GPT.")
+parser.add_argument("--depth", type=int, default=4, help="layers; n_embd = 64*depth, head_dim 128 as in base_train")
+parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
+parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+parser.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size")
+parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per model (median reported)")
+parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
+parser.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+args = parser.parse_args()
+
+torch.set_num_threads(args.threads)
+device_type = args.device_type or autodetect_device_type()
+device = torch.device(device_type)
+dtype = compute_dtype(device_type)
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+# -----------------------------------------------------------------------------
+# the plain reference: GPT-2 style (learned positions, LayerNorm, GELU), same width/depth/heads/vocab
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, C, H):
+        super().__init__()
+        self.H = H
+        self.ln1, self.ln2 = nn.LayerNorm(C, bias=False), nn.LayerNorm(C, bias=False)
+        self.qkv, self.proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
+        self.fc, self.out = nn.Linear(C, 4 * C, bias=False), nn.Linear(4 * C, C, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.H, C // self.H).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, V, T, C, H, L):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
+        self.blocks = nn.ModuleList([PlainBlock(C, H) for _ in range(L)])
+        self.ln_f, self.head = nn.LayerNorm(C, bias=False), nn.Linear(C, V, bias=False)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        for b in self.blocks:
+            x = b(x)
+        logits = self.head(self.ln_f(x)).float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+# -----------------------------------------------------------------------------
+# models, optimizers, one training step each
+
+C = args.depth * 64
+H = max(1, -(-C // 128))
+config = GPTConfig(sequence_len=args.seq_len, vocab_size=args.vocab_size, n_layer=args.depth, n_head=H,
+                   n_kv_head=H, n_embd=C)
+ours = build_model(config, device, dtype)
+ours_opt = setup_optimizer(ours)
+plain = PlainGPT(args.vocab_size, args.seq_len, C, H, args.depth).to(device)
+plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, betas=(0.8, 0.95), fused=device_type == "cuda")
+ours_fwd, plain_fwd = ours, plain
+if device_type == "cuda" and not args.no_compile:
+    ours_fwd, plain_fwd = torch.compile(ours), torch.compile(plain)
+
+g = torch.Generator().manual_seed(0)
+x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), generator=g).to(device)
+y = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), generator=g).to(device)
+
+
+def ours_step():
+    ours_fwd(x, y).backward()
+    ours_opt.step()
+    ours.zero_grad(set_to_none=True)
+
+
+def plain_step():
+    # the same precision policy for the plain model: bf16 autocast on CUDA (it has no casting Linear)
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = plain_fwd(x, y)
+    loss.backward()
+    plain_opt.step()
+    plain.zero_grad(set_to_none=True)
+
+
+def sync():
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step_fn):
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step_fn()
+    sync()
+    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - t0)  # tokens/s
+
+
+for fn in (ours_step, plain_step, ours_step, plain_step):  # warmup (and compilation)
+    fn()
+ours_tps, plain_tps = [], []
+for _ in range(args.rounds):
+    ours_tps.append(timed(ours_step))
+    plain_tps.append(timed(plain_step))
+ours_tok, plain_tok = statistics.median(ours_tps), statistics.median(plain_tps)
+
+# -----------------------------------------------------------------------------
+# achieved FLOP/s against a peak
+
+flops_per_token = ours.estimate_flops()
+achieved = flops_per_token * ours_tok
+if device_type == "cuda":
+    peak, peak_name = 989e12, "H100 SXM dense bf16 peak (989 TFLOP/s)"
+else:
+    n = 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / 5)
+    peak, peak_name = 2 * n**3 / best, f"measured fp32 {n}x{n} matmul peak ({args.threads} threads)"
+
+print(f"device {device_type}, dtype {dtype}, threads {args.threads}; config {config}")
+print(f"B={args.batch_size} T={args.seq_len}; {args.rounds} rounds x {args.steps} steps each, medians")
+print(f"ours : {ours_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in ours_tps)})")
+print(f"plain: {plain_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in plain_tps)})")
+print(f"ours / plain = {ours_tok / plain_tok:.2f}x   (goal >= 1.0x)")
+print(f"ours achieved {achieved / 1e9:,.1f} GFLOP/s ({flops_per_token:,} FLOPs/token) = "
+      f"{100 * achieved / peak:.1f}% of the {peak_name}: {peak / 1e9:,.1f} GFLOP/s   (goal >= 50%)")
