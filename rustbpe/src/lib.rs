@@ -28,7 +28,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyString};
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use pretok::{Splitter, DEFAULT_PATTERN};
@@ -279,8 +279,26 @@ impl Tokenizer {
 #[pyo3(text_signature = "(text, pattern=None, force_regex=False)")]
 fn split_text(text: &str, pattern: Option<String>, force_regex: bool) -> PyResult<Vec<&str>> {
     let pattern = pattern.unwrap_or_else(|| DEFAULT_PATTERN.to_string());
-    let splitter = Splitter::new(&pattern, force_regex)
-        .map_err(|e| value_error(format!("invalid split pattern {pattern:?}: {e}")))?;
+    // Compiling the pattern costs milliseconds (fancy-regex) and tests call this thousands of times,
+    // so the last few splitters are kept.
+    static CACHE: Mutex<Vec<(String, bool, Arc<Splitter>)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap();
+    let hit = cache.iter().find(|(p, f, _)| *p == pattern && *f == force_regex).map(|(_, _, s)| s.clone());
+    let splitter = match hit {
+        Some(s) => s,
+        None => {
+            let s = Arc::new(
+                Splitter::new(&pattern, force_regex)
+                    .map_err(|e| value_error(format!("invalid split pattern {pattern:?}: {e}")))?,
+            );
+            if cache.len() >= 4 {
+                cache.remove(0);
+            }
+            cache.push((pattern.clone(), force_regex, s.clone()));
+            s
+        }
+    };
+    drop(cache);
     splitter.split(text).map_err(value_error)
 }
 
