@@ -1,0 +1,132 @@
+"""
+A tiny nanochat "install" for tests: a tokenizer and two checkpoints in a scratch NANOCHAT_BASE_DIR, built in a
+few seconds on one CPU thread, so that `load_model(stage, device)` and the chat scripts find real artifacts.
+
+    from tests.tiny_model import build_tiny_base_dir
+    base_dir = build_tiny_base_dir(tmp_path)       # then NANOCHAT_BASE_DIR=base_dir
+
+What is in it:
+  tokenizer/     a BPE tokenizer trained inline with Tokenizer.train_from_iterator (small vocab, so emoji stay
+                 split over several byte tokens: good for testing that streams only emit whole characters)
+  checkpoints/sft/tiny/   a 2-layer GPT trained for a few hundred steps to memorize CONVERSATIONS below: with
+                 temperature 0 it answers those prompts with their exact replies (emoji, a calculator call,
+                 an HTML/XSS payload, a code block)
+  checkpoints/base/tiny/  a randomly initialized GPT with a long context whose lm_head can barely pick the
+                 end-of-turn tokens: it babbles until max_tokens, which is what overload/disconnect/stop tests need
+"""
+import os
+
+import torch
+
+from nanochat.checkpoint import checkpoint_dir, save_checkpoint
+from nanochat.gpt import GPTConfig, build_model
+from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+# -----------------------------------------------------------------------------
+# what the trained model knows by heart
+
+XSS = '<img src=x onerror="window.__pwned=1"> <b>bold?</b>'
+CONVERSATIONS = [
+    ("hi", [{"type": "text", "text": "Hello 🙂 I am nanochat 🚀!"}]),
+    ("what is 12*3?", [{"type": "text", "text": "Let me compute. "},
+                       {"type": "python", "text": "12*3"},
+                       {"type": "python_output", "text": "36"},
+                       {"type": "text", "text": " It is 36 ✅"}]),
+    ("show html", [{"type": "text", "text": XSS}]),
+    ("show code", [{"type": "text", "text": "Here:\n```python\nprint('hi')\n```\nDone."}]),
+]
+REPLIES = {prompt: parts for prompt, parts in CONVERSATIONS}
+
+TOKENIZER_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Hello there, I am a small model.",
+    "Let me compute. It is 36. print('hi') Here: Done. show html code",
+] * 20
+
+
+def conversation(prompt, parts):
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": parts}]}
+
+
+def reply_text(prompt):
+    """The reply to a known prompt as the web API writes it (tool call and output wrapped in markers)."""
+    from nanochat.chat_stream import render_part
+    return "".join(render_part(p) for p in REPLIES[prompt])
+
+
+# -----------------------------------------------------------------------------
+# building
+
+
+def _train_tokenizer():
+    vocab_size = 256 + len(SPECIAL_TOKENS) + 64
+    return Tokenizer.train_from_iterator(iter(TOKENIZER_CORPUS), vocab_size=vocab_size)
+
+
+def _train_chat_model(tok, steps=300, seed=0):
+    """Overfit a 2-layer GPT on CONVERSATIONS (loss only on the assistant tokens, as in SFT)."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(sequence_len=128, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    model = build_model(cfg, "cpu", torch.float32)
+    rows = [tok.render_conversation(conversation(p, parts)) for p, parts in CONVERSATIONS]
+    T = max(len(ids) for ids, _ in rows)
+    x = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)  # (B, T), -1 = no loss
+    for i, (ids, mask) in enumerate(rows):
+        x[i, :len(ids)] = torch.tensor(ids)
+        targets = [t if m else -1 for t, m in zip(ids[1:], mask[1:])]
+        y[i, :len(targets)] = torch.tensor(targets)
+    with torch.no_grad():  # the real init zeroes lm_head and the output projections; small noise trains faster
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(steps):
+        loss = model(x, targets=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval(), cfg, loss.item()
+
+
+def _random_long_model(tok, seed=0):
+    """A random GPT with a 4096-token context that (almost) never ends its turn: ideal for long generations."""
+    cfg = GPTConfig(sequence_len=4096, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    model = build_model(cfg, "cpu", torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        # the stop tokens' logits become exactly 0 while the best other logit is ~+10 (std 4 over ~330 tokens):
+        # greedy never stops and sampling stops with probability ~e^-10 per token
+        for s in ("<|assistant_end|>", "<|bos|>"):
+            model.lm_head.weight[tok.encode_special(s)].zero_()
+    return model.eval(), cfg
+
+
+def build_tiny_base_dir(path, chat_steps=300):
+    """Write tokenizer/ and checkpoints/{sft,base}/tiny/ under `path` (once; reused if already there)."""
+    path = str(path)
+    marker = os.path.join(path, "tiny_ready")
+    if os.path.exists(marker):
+        return path
+    old = os.environ.get("NANOCHAT_BASE_DIR")
+    os.environ["NANOCHAT_BASE_DIR"] = path  # checkpoint_dir() reads it
+    try:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        tok = _train_tokenizer()
+        tok.save(os.path.join(path, "tokenizer"))
+        model, cfg, loss = _train_chat_model(tok, chat_steps)
+        meta = {"model_config": cfg.to_dict(), "final_loss": loss, "note": "tests/tiny_model.py"}
+        save_checkpoint(checkpoint_dir("sft", "tiny"), chat_steps, model, meta=meta)
+        model, cfg = _random_long_model(tok)
+        save_checkpoint(checkpoint_dir("base", "tiny"), 0, model, meta={"model_config": cfg.to_dict()})
+        torch.set_num_threads(threads)
+    finally:
+        if old is None:
+            os.environ.pop("NANOCHAT_BASE_DIR", None)
+        else:
+            os.environ["NANOCHAT_BASE_DIR"] = old
+    with open(marker, "w") as f:
+        f.write("ok\n")
+    return path
