@@ -11,7 +11,7 @@ The shared code helpers (`extract_code`, `run_tests`) also serve tasks/mbpp.py.
 """
 import re
 
-from tasks.common import Task, chat, choose_source, completion_text, load_hf
+from tasks.common import Task, chat, choose_source, load_hf
 from tasks.verify import strip_thinking
 
 # -----------------------------------------------------------------------------
@@ -22,7 +22,7 @@ CODE_BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL
 
 def extract_code(completion):
     """The code of a completion: its first ``` fenced block (or an unterminated one), else the whole text."""
-    text = strip_thinking(completion_text(completion) if isinstance(completion, list) else completion)
+    text = strip_thinking(completion)  # a list of parts loses its think parts; a string its think spans
     m = CODE_BLOCK_RE.search(text)
     return m.group(1) if m else text
 

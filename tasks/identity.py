@@ -11,8 +11,8 @@ identity survived later training stages.
 """
 import random
 
-from tasks.common import Task, chat, completion_text
-from tasks.verify import strip_thinking
+from tasks.common import Task, chat
+from tasks.verify import visible_text
 
 # topic -> (train phrasings, test phrasings, answers, keywords the answer must contain)
 TOPICS = {
@@ -99,7 +99,7 @@ class Identity(Task):
         return conversation
 
     def evaluate(self, conversation, completion):
-        text = strip_thinking(completion_text(completion) if isinstance(completion, list) else completion).lower()
+        text = visible_text(completion).lower()
         # every keyword group must match; "a|b" means either word will do
         return all(any(k in text for k in group.split("|")) for group in conversation["keywords"])
 

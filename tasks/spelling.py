@@ -16,7 +16,7 @@ import random
 
 from nanochat.calculator import calculate
 from tasks.common import Task, chat
-from tasks.verify import extract_answer, used_tool
+from tasks.verify import extract_answer, strip_thinking, used_tool
 
 WORDS = (
     "strawberry banana apple raspberry mississippi bookkeeper committee balloon coffee letter address "
@@ -97,7 +97,7 @@ class Spelling(Task):
 
     def evaluate(self, conversation, completion):
         if self.mode == "spell":
-            return conversation["answer"] in (completion if isinstance(completion, str) else "".join(p["text"] for p in completion))
+            return conversation["answer"] in strip_thinking(completion)
         return extract_answer(completion) == conversation["answer"]
 
     def reward(self, conversation, completion):
