@@ -20,8 +20,8 @@ T=256. Its documents average ~2.8k characters (~700 tokens), so at T=256 most of
 and a row is mostly one cropped document; the loader then tokenizes ~2.8 tokens per token it yields. At
 T=2048 nearly every document fits whole and only the last one of a row is cut.
 
-DDP: rank r reads the row groups with index % world_size == r of every shard (see nanochat.dataset), so ranks
-see disjoint documents; their union is the whole split. Epochs: the stream restarts at shard 0 forever.
+DDP: rank r reads the row groups whose global index (counted across the split's shards) % world_size == r
+(see nanochat.dataset.rank_row_groups), so ranks see disjoint documents; their union is the whole split. Epochs: the stream restarts at shard 0 forever.
 
 Exact resume: the shards are pre-shuffled, so the loader has no RNG. Its whole state is where the document
 stream continues (epoch, shard, row group, row) and which documents sit in the buffer, named by their
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from nanochat.common import get_dist_info
-from nanochat.dataset import list_shards, open_shard, read_row_group, iter_row_groups
+from nanochat.dataset import list_shards, open_shard, read_row_group, iter_row_groups, rank_row_groups
 
 STATE_VERSION = 1
 
@@ -110,11 +110,7 @@ class DataLoader:
         self.stats = {"rows": 0, "tokens_used": 0, "tokens_cropped": 0}
 
     def _check_rank_has_data(self):
-        rows = 0
-        for path in list_shards(self.split, self.data_dir):
-            md = open_shard(path).metadata
-            rows += sum(md.row_group(rg).num_rows for rg in range(self.rank, md.num_row_groups, self.world_size))
-        if rows == 0:
+        if not rank_row_groups(self.split, self.rank, self.world_size, self.data_dir):
             raise ValueError(f"rank {self.rank} of {self.world_size} gets no documents of split {self.split!r}: "
                              f"it has fewer row groups than ranks; use fewer ranks or more data")
 

@@ -20,8 +20,9 @@ markup (reStructuredText, HTML, POD, AsciiDoc), normalize whitespace, cut paragr
 into documents, drop exact duplicates, shuffle with a fixed seed and hold out ~1.5% as the validation shard.
 Without apt it falls back to text already on the machine (/usr/share/doc, /usr/share/common-licenses).
 
-DDP: `iter_documents(..., rank, world_size)` gives rank r the row groups with `row_group_index % world_size
-== r` of every shard, so ranks read disjoint documents and together read all of them.
+DDP: `iter_documents(..., rank, world_size)` numbers the row groups of a split globally across its shards and
+gives rank r those with `global_index % world_size == r`: ranks read disjoint documents, together all of
+them, and stay balanced even when a shard has fewer row groups than there are ranks.
 """
 import os
 import re
@@ -128,24 +129,37 @@ def read_row_group(pf, rg):
     return pf.read_row_group(rg, columns=["text"]).column("text").to_pylist()
 
 
+def rank_row_groups(split, rank=0, world_size=1, ddir=None):
+    """
+    [(shard_index, row_group_index, num_rows)] that `rank` owns, in reading order. Row groups are numbered
+    globally across the shards of the split (g = row groups of earlier shards + index in this shard) and rank r
+    owns those with g % world_size == r: disjoint, together complete, and balanced even when a shard has fewer
+    row groups than there are ranks. Only parquet footers are read. Empty shards are skipped with a warning.
+    """
+    owned, g = [], 0
+    for si, path in enumerate(list_shards(split, ddir)):
+        md = open_shard(path).metadata
+        if md.num_rows == 0:
+            logger.warning(f"skipping empty shard {path}")
+        for rg in range(md.num_row_groups):
+            if (g + rg) % world_size == rank and md.row_group(rg).num_rows > 0:
+                owned.append((si, rg, md.row_group(rg).num_rows))
+        g += md.num_row_groups
+    return owned
+
+
 def iter_row_groups(split, start=(0, 0), rank=0, world_size=1, ddir=None):
     """
-    Yield (shard_index, row_group_index, texts) for this rank's row groups, one pass, from `start`
-    = (shard_index, row_group_index) on. Rank r owns row groups with index % world_size == r in every shard.
-    Empty shards are skipped with a warning; unreadable ones raise naming the file.
+    Yield (shard_index, row_group_index, texts) for this rank's row groups (see rank_row_groups), one pass,
+    from `start` = (shard_index, row_group_index) on. Unreadable shards raise naming the file.
     """
-    start_shard, start_rg = start
-    for si, path in enumerate(list_shards(split, ddir)):
-        if si < start_shard:
+    paths, pf, open_si = list_shards(split, ddir), None, None
+    for si, rg, _ in rank_row_groups(split, rank, world_size, ddir):
+        if (si, rg) < tuple(start):
             continue
-        pf = open_shard(path)
-        if pf.metadata.num_rows == 0:
-            logger.warning(f"skipping empty shard {path}")
-            continue
-        first = start_rg if si == start_shard else 0
-        for rg in range(rank, pf.num_row_groups, world_size):
-            if rg >= first:
-                yield si, rg, read_row_group(pf, rg)
+        if si != open_si:
+            pf, open_si = open_shard(paths[si]), si
+        yield si, rg, read_row_group(pf, rg)
 
 
 def iter_documents(split, start=(0, 0), rank=0, world_size=1, batch=None, ddir=None):
@@ -532,10 +546,12 @@ def fetch_debs(packages, deb_dir):
         if shutil.which("apt-get") is None:
             raise RuntimeError("apt-get not found")
         with tempfile.TemporaryDirectory() as tmp:  # download elsewhere: a half-written .deb never lands in the cache
-            for pkg in missing:
-                r = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True)
-                if r.returncode != 0:
-                    logger.warning(f"apt-get download {pkg} failed: {r.stderr.strip()[-200:]}")
+            r = subprocess.run(["apt-get", "download", *missing], cwd=tmp, capture_output=True, text=True)
+            if r.returncode != 0:  # one unknown package fails the whole call: retry one by one, keep what works
+                for pkg in missing:
+                    r = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True)
+                    if r.returncode != 0:
+                        logger.warning(f"apt-get download {pkg} failed: {r.stderr.strip()[-200:]}")
             for f in glob.glob(os.path.join(tmp, "*.deb")):
                 shutil.move(f, os.path.join(deb_dir, os.path.basename(f)))
     return {p: cached(p) for p in packages if cached(p)}

@@ -58,9 +58,15 @@ def test_ranks_read_disjoint_row_groups_covering_the_split(tmp_path, world_size)
     seen = [d for part in per_rank for d in part]
     assert len(seen) == len(set(seen)) == len(docs)      # disjoint ...
     assert set(seen) == set(docs)                         # ... and together everything
-    # and the rule is the documented one: row group index % world_size == rank
+    # and the rule is the documented one: global row group index % world_size == rank (7 groups per shard here)
     for si, rg, texts in iter_row_groups("train", rank=1, world_size=world_size, ddir=str(tmp_path)):
-        assert rg % world_size == 1
+        assert (7 * si + rg) % world_size == 1
+
+
+def test_more_ranks_than_row_groups_per_shard_still_balance(tmp_path):
+    make_split(str(tmp_path), n_shards=4, docs_per_shard=16, rows_per_group=8)  # 2 row groups per shard, 8 total
+    counts = [len(list(iter_documents("train", rank=r, world_size=4, ddir=str(tmp_path)))) for r in range(4)]
+    assert counts == [16, 16, 16, 16]
 
 
 def test_start_resumes_at_shard_and_row_group(tmp_path):
@@ -247,3 +253,17 @@ def test_local_build_refuses_to_overwrite_downloaded_shards(corpus_dir, tmp_path
     json.dump({"mode": "online", "train": [], "val": None}, open(os.path.join(ddir, "manifest.json"), "w"))
     with pytest.raises(RuntimeError, match="--force"):
         build_local_corpus(ddir, from_dirs=[str(corpus_dir)])
+
+
+def test_ensure_dataset_falls_back_to_the_offline_corpus_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+    monkeypatch.setenv("NANOCHAT_DATA_URL", "http://127.0.0.1:9")  # nothing listens there
+    calls = []
+    monkeypatch.setattr(dataset, "build_local_corpus", lambda ddir: calls.append(ddir) or ddir)
+    monkeypatch.setattr(dataset, "download", lambda *a, **k: pytest.fail("must not download"))
+    assert dataset.ensure_dataset(online=None) == str(tmp_path / "base_data") and len(calls) == 1
+    with pytest.raises(DownloadError, match="--local"):
+        monkeypatch.undo()
+        monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+        monkeypatch.setenv("NANOCHAT_DATA_URL", "http://127.0.0.1:9")
+        dataset.ensure_dataset(online=True)
