@@ -412,15 +412,17 @@ def create_app(pool, tokenizer, model_id, context_len, defaults, api_key=None, c
         if req.stream:
             return StreamingResponse(stream_chunks(job, cid, created, model_id, log_done), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        pieces, get = [], None
+        pieces, get, next_check = [], None, time.monotonic() + 0.25
         try:
             while True:
                 get = get or asyncio.ensure_future(job.items.get())
                 done, _ = await asyncio.wait({get}, timeout=0.25)
-                if not done:  # nothing new: is the client still there?
+                if time.monotonic() >= next_check:  # 4x a second: is the client still there?
+                    next_check = time.monotonic() + 0.25
                     if await request.is_disconnected():
                         log_done("disconnected", 0)
                         return JSONResponse({}, status_code=499)
+                if not done:
                     continue
                 item, get = get.result(), None
                 if item[0] == "delta":

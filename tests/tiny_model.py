@@ -13,8 +13,19 @@ What is in it:
                  an HTML/XSS payload, a code block)
   checkpoints/base/tiny/  a randomly initialized GPT with a long context whose lm_head can barely pick the
                  end-of-turn tokens: it babbles until max_tokens, which is what overload/disconnect/stop tests need
+
+`tiny_base_dir()` builds it once per version of the code into the system temp dir and reuses it across test
+files; `ChatServer` runs `python -m scripts.chat_web` on it on 127.0.0.1 at a free port.
 """
+import hashlib
+import http.client
+import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 import torch
 
@@ -130,3 +141,98 @@ def build_tiny_base_dir(path, chat_steps=300):
     with open(marker, "w") as f:
         f.write("ok\n")
     return path
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_base_dir():
+    """build_tiny_base_dir in a temp dir named after the code that produces/reads it (rebuilt when that changes)."""
+    h = hashlib.sha256()
+    for rel in ("tests/tiny_model.py", "nanochat/gpt.py", "nanochat/tokenizer.py", "nanochat/checkpoint.py"):
+        with open(os.path.join(REPO, rel), "rb") as f:
+            h.update(f.read())
+    path = os.path.join(tempfile.gettempdir(), f"nanochat_tiny_{h.hexdigest()[:12]}")
+    if not os.path.exists(os.path.join(path, "tiny_ready")):
+        tmp = tempfile.mkdtemp(prefix="nanochat_tiny_build_")
+        build_tiny_base_dir(tmp)
+        try:
+            os.rename(tmp, path)  # atomic: a concurrent builder either wins or finds it done
+        except OSError:
+            pass
+    return path
+
+
+# -----------------------------------------------------------------------------
+# a real chat_web server in a subprocess
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChatServer:
+    """`python -m scripts.chat_web ARGS` on 127.0.0.1:<free port>, with the tiny base dir; stop() ends it."""
+
+    def __init__(self, base_dir, *args):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="chat_web_", suffix=".log", delete=False)
+        env = dict(os.environ, NANOCHAT_BASE_DIR=base_dir, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "scripts.chat_web", "--port", str(self.port), *args],
+                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chat_web exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                status, _, _ = request(self.port, "GET", "/health", timeout=2)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"chat_web did not answer /health in {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def health(self):
+        return request(self.port, "GET", "/health")[2]
+
+    def log_text(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def request(port, method, path, body=None, headers=None, timeout=30, conn=None):
+    """(status, headers, parsed JSON or raw bytes). body: a dict (sent as JSON), str or bytes."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        if own:
+            conn.close()
+    try:
+        data = json.loads(data)
+    except ValueError:
+        pass
+    return r.status, dict(r.getheaders()), data
