@@ -16,6 +16,15 @@ from tasks.common import Task, chat
 CORPUS = ["How many apples does Ava have now? 12*3 = 36, 7+8 = 15. The answer is 42." * 3] * 10
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and on a shared machine many threads thrash."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     try:

@@ -17,6 +17,15 @@ from tasks.common import Task, chat, evaluate_mc, render_mc
 from tasks.gsm8k import evaluate_math
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and on a shared machine many threads thrash."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     try:
