@@ -15,7 +15,7 @@ documents and fill each row greedily: put in the largest buffered document that 
 (best fit); when no document fits, take the shortest one and crop it to the space left, throwing its rest away.
 No padding, no row starting mid-document; the price is the cropped tail. Cropped fraction of tokenized tokens
 on the offline corpus (`python -m nanochat.dataset --local`, an 8192-token BPE trained on it, buffer of 1000
-documents; measured 2026-11-21 with `python -m scripts.loader_bench --waste`): 8.1% at T=2048 and 64.3% at
+documents; measured 2026-11-21 with `python -m scripts.loader_bench --waste`): 7.9% at T=2048 and 64.4% at
 T=256. Its documents average ~2.8k characters (~700 tokens), so at T=256 most of them are longer than a row
 and a row is mostly one cropped document; the loader then tokenizes ~2.8 tokens per token it yields. At
 T=2048 nearly every document fits whole and only the last one of a row is cut.

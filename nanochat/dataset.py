@@ -287,7 +287,7 @@ RST_EXPLICIT = re.compile(r"^(\s*)\.\.(?:\s+(?:([\w:.+-]+)::(.*)|.*))?$")
 RST_DROP_BODY = {"index", "toctree", "include", "raw", "image", "figure", "only", "highlight", "module",
                  "currentmodule", "moduleauthor", "sectionauthor", "kernel-doc", "csv-table", "list-table",
                  "literalinclude", "tabularcolumns", "contents", "c:namespace", "cssclass", "flat-table"}
-ADORNMENT = re.compile(r"^([=\-~`^\"'*+#:._<>/|])\1{3,}$")
+ADORNMENT = re.compile(r"^([=\-~`^\"'*+#:._<>/|])\1{2,}$")  # title underlines, block delimiters: 3+ of one char
 TABLE_RULE = re.compile(r"^[+|][-=+|: ]*[+|]$|^=+( +=+)+$")
 RST_INLINE = [
     (re.compile(r":[\w:.+-]+:`[!~]?([^`<]*?)\s*<[^`>]*>`"), r"\1"),  # :role:`title <target>`
