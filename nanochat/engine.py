@@ -147,7 +147,7 @@ def sample_next_token(logits, generator, temperature=1.0, top_k=None, top_p=None
     """
     if temperature == 0.0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
     V = logits.size(-1)
     if top_k is not None and top_k < V:
         vals, idx = torch.topk(logits, top_k, dim=-1)  # (B, k); exactly k survive even with ties
@@ -158,8 +158,18 @@ def sample_next_token(logits, generator, temperature=1.0, top_k=None, top_p=None
         mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of all strictly better tokens
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the top-1 always stays
         logits = torch.full_like(logits, float("-inf")).scatter_(-1, sorted_idx, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    # Inverse-transform sampling: one uniform number per row, located in the row's CDF. torch.multinomial
+    # draws O(V) random numbers per row on CPU, which at V = 8k costs as much as a small model's forward pass.
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]  # (B, 1)
+    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.size(-1) - 1)  # first token with CDF > u
+    # A token with CDF > u has probability > 0, unless rounding put u at the very top of the CDF and the clamp
+    # landed on a masked tail token; that is rare, so it is fixed (with the most likely token) only when it happens.
+    bad = probs.gather(-1, idx) == 0  # (B, 1)
+    if bad.any():
+        idx = torch.where(bad, probs.argmax(dim=-1, keepdim=True), idx)
+    return idx.squeeze(-1)  # (B,)
 
 
 def _check_sampling_args(temperature, top_k, top_p):
