@@ -380,6 +380,12 @@ def test_disconnect_frees_the_worker(babble):
     before = babble.health()
     sock = open_stream(babble, max_tokens=4000)  # would take many seconds to finish
     assert babble.health()["busy"] == 1
+    latencies = []
+    for _ in range(10):  # /health never waits on the model while a stream runs
+        t0 = time.time()
+        assert babble.health()["busy"] == 1
+        latencies.append(time.time() - t0)
+    assert max(latencies) < 1.0, latencies
     t0 = time.time()
     sock.close()
     after = wait_for(lambda: (lambda h: h if h["busy"] == 0 else None)(babble.health()), timeout=10)
