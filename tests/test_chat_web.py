@@ -29,7 +29,7 @@ def base_dir():
 @pytest.fixture(scope="module")
 def servers(base_dir):
     # started together so their (slow, torch-importing) startups overlap
-    chat = ChatServer(base_dir, "--source", "sft", "--workers", "1", "--max-queue", "4")
+    chat = ChatServer(base_dir, "--source", "sft", "--workers", "2", "--max-queue", "4")
     babble = ChatServer(base_dir, "--source", "base", "--workers", "1", "--max-queue", "1", "--api-key", KEY)
     try:
         yield chat.wait_ready(), babble.wait_ready()
@@ -117,6 +117,23 @@ def test_openai_stream_equals_nonstream_for_same_seed(chat, babble):
     assert len(texts) == 3
 
 
+def test_concurrent_requests_on_two_workers_match_sequential(chat):
+    """Two worker threads share one CPU model: concurrent generations must equal the same seeds run one by one."""
+    import concurrent.futures
+    client = client_for(chat)
+
+    def ask(seed):
+        r = client.chat.completions.create(model="m", messages=user("show code"), temperature=1.8, seed=seed,
+                                           max_tokens=60)
+        return r.choices[0].message.content
+
+    sequential = [ask(s) for s in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        concurrent_ = list(ex.map(ask, range(6)))
+    assert concurrent_ == sequential
+    assert len(set(sequential)) > 1  # temperature 1.8 really samples
+
+
 def test_stream_emoji_arrive_whole(chat, tok):
     assert len(tok.encode("🙂")) > 1 and len(tok.encode("🚀")) > 1  # otherwise this test proves nothing
     deltas, finish, _ = stream_text(client_for(chat), model="nanochat", messages=user("hi"), temperature=0)
@@ -145,7 +162,7 @@ def test_models_health_and_ui(chat):
     models = client_for(chat).models.list()
     assert [m.id for m in models.data] == ["nanochat-sft-tiny-step300"]
     status, headers, body = request(chat.port, "GET", "/health")
-    assert status == 200 and body["status"] == "ok" and body["workers"] == 1
+    assert status == 200 and body["status"] == "ok" and body["workers"] == 2
     status, headers, body = request(chat.port, "GET", "/")
     assert status == 200 and b"<html" in body and "script-src 'sha256-" in headers["content-security-policy"]
     status, _, body = request(chat.port, "GET", "/nope")
