@@ -188,12 +188,12 @@ def _check_sampling_args(temperature, top_k, top_p):
 class RowState:
     """What one sample row is doing: tokens queued to be forced, an open tool call, an open thinking span."""
 
-    def __init__(self, thinking=False, think_count=0):
+    def __init__(self):
         self.forced = deque()  # token ids the engine will force next (tool output, "Wait", answer prefix)
         self.in_python = False
         self.python_tokens = []  # the tool call's expression so far
-        self.thinking = thinking  # inside <|think_start|> ... <|think_end|>
-        self.think_count = think_count  # tokens so far inside the open thinking span
+        self.thinking = False  # inside <|think_start|> ... <|think_end|>
+        self.think_count = 0  # tokens so far inside the open thinking span
         self.waits = 0  # how many "Wait"s min_think_tokens has inserted
         self.num_generated = 0
         self.done = False
@@ -228,14 +228,25 @@ class Engine:
         self.output_start, self.output_end = sid("<|output_start|>"), sid("<|output_end|>")
         self.think_start, self.think_end = sid("<|think_start|>"), sid("<|think_end|>")
 
-    def _initial_thinking(self, tokens):
-        """A prompt may end inside a thinking span (e.g. it ends with <|think_start|>): carry its count over."""
+    def _open_span(self, tokens, start, end):
+        """If the prompt ends inside a start...end span (e.g. it ends with <|think_start|>), the tokens in it."""
         for i in range(len(tokens) - 1, -1, -1):
-            if tokens[i] == self.think_end:
-                return False, 0
-            if tokens[i] == self.think_start:
-                return True, len(tokens) - 1 - i
-        return False, 0
+            if tokens[i] == end:
+                return None
+            if tokens[i] == start:
+                return list(tokens[i + 1:])
+        return None
+
+    def _initial_state(self, tokens):
+        """A row's state after the prompt: a prompt can open a thinking span or a tool call for the model."""
+        row = RowState()
+        think = self._open_span(tokens, self.think_start, self.think_end)
+        if think is not None:
+            row.thinking, row.think_count = True, len(think)
+        call = self._open_span(tokens, self.python_start, self.python_end)
+        if call is not None:
+            row.in_python, row.python_tokens = True, call
+        return row
 
     def _check_prompt(self, tokens):
         if not isinstance(tokens, (list, tuple)) or not tokens or not all(isinstance(t, int) for t in tokens):
@@ -293,8 +304,7 @@ class Engine:
         if num_samples > 1:
             cache = cache.clone_rows(num_samples, extra_len=min(max_tokens or 256, 1024))
             logits = logits.expand(num_samples, -1)  # (N, V), a view: no copy
-        thinking, think_count = self._initial_thinking(tokens)
-        rows = [RowState(thinking, think_count) for _ in range(num_samples)]
+        rows = [self._initial_state(tokens) for _ in range(num_samples)]
         active = list(range(num_samples))  # sample index of each row of the cache / logits, in order
 
         # 3) decode: one token per active row per step

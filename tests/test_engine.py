@@ -298,6 +298,20 @@ def test_tool_output_is_forced_with_mask_zero(tok):
         assert mask == [0] * len(prompt) + [1] * len(call) + [0] * len(forced) + [1] * len(then)
 
 
+def test_tool_call_opened_by_the_prompt_is_evaluated(tok):
+    prompt = tok.encode("q", prepend="<|bos|>") + [sid(tok, "<|python_start|>")] + tok.encode("7+")
+    rest = tok.encode("8") + [sid(tok, "<|python_end|>")]
+    out_end, end = sid(tok, "<|output_end|>"), sid(tok, "<|assistant_end|>")
+
+    def next_fn(h):
+        gen = h[len(prompt):]
+        return end if out_end in gen else (rest[len(gen)] if len(gen) < len(rest) else end)
+    results, masks = Engine(ScriptedModel(next_fn, tok.get_vocab_size()), tok).generate_batch(prompt, max_tokens=30)
+    forced = [sid(tok, "<|output_start|>")] + tok.encode("15") + [out_end]
+    assert results[0] == prompt + rest + forced
+    assert masks[0][len(prompt):] == [1] * len(rest) + [0] * len(forced)
+
+
 def test_tool_off_or_refused_forces_nothing(tok):
     prompt = tok.encode("q", prepend="<|bos|>")
     for expr, use_tools in (("12*3", False), ("9**9**9", True), ("__import__('os')", True)):
