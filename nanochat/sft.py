@@ -359,7 +359,7 @@ def load_input_model(args, device, log=print0):
     from nanochat.checkpoint import load_model
     try:
         model, tokenizer, meta = load_model(args.source, device, tag=args.model_tag, step=args.step)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     log(f"input: {args.source}/{meta['tag']} step {meta['step']} ({model.num_params():,} parameters)")
     model.train()
