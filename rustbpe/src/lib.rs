@@ -15,10 +15,11 @@
 //! Pipeline of `train_from_iterator`:
 //!   1. pull `buffer_size` strings from the Python iterator (holding the GIL),
 //!   2. release the GIL; split them into chunks with the pattern, in parallel (rayon), and count the
-//!      unique chunks into per-thread hash maps (pretok.rs),
+//!      unique chunks into per-thread hash maps (pretok.rs, count.rs),
 //!   3. repeat until the iterator is exhausted, then merge the per-thread counts,
 //!   4. learn the merges with a lazy max-heap and incremental pair counts (train.rs).
 
+mod count;
 mod encode;
 mod pretok;
 mod train;
@@ -27,67 +28,16 @@ use ahash::AHashMap;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyString};
-use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use count::ChunkCounts;
 pub use pretok::{Splitter, DEFAULT_PATTERN};
 pub use train::learn_merges;
 
 /// Below this vocabulary size training is quiet (tests train tiny vocabularies); above it progress
 /// lines go to stderr: reading progress, then every 10% of the merges with the elapsed time.
 const VERBOSE_MIN_VOCAB: i64 = 4096;
-
-// -----------------------------------------------------------------------------
-// counting unique chunks (parallel, GIL released)
-
-/// Per-thread chunk -> count maps. Each rayon worker only ever locks its own shard, so the mutexes are
-/// uncontended; the shards are summed once at the end (sums commute: the result is thread-count free).
-struct ChunkCounts {
-    shards: Vec<Mutex<AHashMap<String, i64>>>,
-}
-
-impl ChunkCounts {
-    fn new() -> Self {
-        let n = rayon::current_num_threads().max(1);
-        ChunkCounts { shards: (0..n).map(|_| Mutex::new(AHashMap::new())).collect() }
-    }
-
-    /// Splits every text of `texts` into chunks and counts them.
-    fn add_texts(&self, splitter: &Splitter, texts: &[&str]) -> Result<(), String> {
-        // Small parts (relative to the buffer) keep the threads balanced when documents vary in length.
-        let part = (texts.len() / (self.shards.len() * 8)).max(1);
-        texts.par_chunks(part).try_for_each(|group| {
-            let shard = rayon::current_thread_index().unwrap_or(0) % self.shards.len();
-            let mut map = self.shards[shard].lock().unwrap();
-            for text in group {
-                splitter.for_each_chunk(text, |chunk| match map.get_mut(chunk) {
-                    Some(c) => *c += 1,
-                    None => {
-                        map.insert(chunk.to_owned(), 1);
-                    }
-                })?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Sums the shards into (chunk bytes as ids, count) lists, in a deterministic (sorted) order.
-    fn into_words(self) -> (Vec<Vec<u32>>, Vec<i64>) {
-        let mut shards = self.shards.into_iter().map(|m| m.into_inner().unwrap());
-        let mut total = shards.next().unwrap_or_default();
-        for shard in shards {
-            for (chunk, c) in shard {
-                *total.entry(chunk).or_insert(0) += c;
-            }
-        }
-        let mut pairs: Vec<(String, i64)> = total.into_iter().collect();
-        pairs.par_sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        let words = pairs.iter().map(|(s, _)| s.bytes().map(u32::from).collect()).collect();
-        let counts = pairs.iter().map(|(_, c)| *c).collect();
-        (words, counts)
-    }
-}
 
 // -----------------------------------------------------------------------------
 // the Python class

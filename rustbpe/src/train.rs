@@ -84,45 +84,52 @@ fn initial_stats(words: &[Vec<u32>], counts: &[i64]) -> (AHashMap<Pair, i64>, AH
 // -----------------------------------------------------------------------------
 // one merge applied to one chunk
 
-/// Replaces every (a, b) in `ids` by `z`, left to right without overlap (so a a a -> z a), and reports
-/// the change in pair occurrences: `on_pair(pair, -1)` for every old pair that touched a merged position,
-/// `on_pair(pair, +1)` for every new pair that contains a new z. All other pairs are unchanged.
-fn merge_word(ids: &mut Vec<u32>, a: u32, b: u32, z: u32, mut on_pair: impl FnMut(Pair, i64)) {
+/// Replaces every (a, b) in `ids` by `z`, left to right without overlap (so a a a -> z a), in place, and
+/// reports the change in pair occurrences: `on_pair(pair, -1)` for every old pair that touched a merged
+/// position, `on_pair(pair, +1)` for every new pair that contains a new z. All other pairs are unchanged.
+/// Returns false when the chunk holds no (a, b) (a stale `where_` entry).
+///
+/// Runs of sites need care not to count a pair twice: in `x a b a b y` the old pair (b, a) between the
+/// two sites is removed once (by the first site, as its right neighbour), and the new (z, z) is added
+/// once (by the second site, as its left neighbour).
+fn merge_word(ids: &mut Vec<u32>, a: u32, b: u32, z: u32, mut on_pair: impl FnMut(Pair, i64)) -> bool {
     let n = ids.len();
-    if n < 2 {
-        return;
-    }
-    // Find the merge sites first (starts of the (a, b) occurrences that get merged).
-    let mut out: Vec<u32> = Vec::with_capacity(n);
-    let mut touched = vec![false; n];
-    let mut i = 0;
+    let is_site = |ids: &[u32], i: usize| i + 1 < n && ids[i] == a && ids[i + 1] == b;
+    let (mut read, mut write) = (0, 0);
+    let mut prev_was_site = false; // did the token just written come from a merge?
     let mut any = false;
-    while i < n {
-        if i + 1 < n && ids[i] == a && ids[i + 1] == b {
-            touched[i] = true;
-            touched[i + 1] = true;
-            out.push(z);
-            i += 2;
+    while read < n {
+        if is_site(ids, read) {
             any = true;
+            // old pairs around the site: (left, a) unless the left is a fresh z, (a, b), (b, right)
+            if read > 0 && !prev_was_site {
+                on_pair(pair_key(ids[read - 1], a), -1);
+            }
+            on_pair(pair_key(a, b), -1);
+            let right_is_site = is_site(ids, read + 2);
+            if read + 2 < n {
+                on_pair(pair_key(b, ids[read + 2]), -1);
+            }
+            // new pairs: (left, z) with the left as already rewritten (maybe a z), and (z, right) unless
+            // the right is itself a site (then that site adds (z, z) as its left pair)
+            if write > 0 {
+                on_pair(pair_key(ids[write - 1], z), 1);
+            }
+            if read + 2 < n && !right_is_site {
+                on_pair(pair_key(z, ids[read + 2]), 1);
+            }
+            ids[write] = z;
+            read += 2;
+            prev_was_site = true;
         } else {
-            out.push(ids[i]);
-            i += 1;
+            ids[write] = ids[read];
+            read += 1;
+            prev_was_site = false;
         }
+        write += 1;
     }
-    if !any {
-        return; // a stale `where_` entry: the chunk no longer holds the pair
-    }
-    for k in 0..n - 1 {
-        if touched[k] || touched[k + 1] {
-            on_pair(pair_key(ids[k], ids[k + 1]), -1);
-        }
-    }
-    for k in 0..out.len().saturating_sub(1) {
-        if out[k] == z || out[k + 1] == z {
-            on_pair(pair_key(out[k], out[k + 1]), 1);
-        }
-    }
-    *ids = out;
+    ids.truncate(write);
+    any
 }
 
 // -----------------------------------------------------------------------------
@@ -183,7 +190,7 @@ pub fn learn_merges(mut words: Vec<Vec<u32>>, counts: Vec<i64>, num_merges: usiz
         new_pairs.clear();
         for &w in &sites {
             let weight = counts[w as usize];
-            merge_word(&mut words[w as usize], a, b, z, |p, sign| {
+            let _ = merge_word(&mut words[w as usize], a, b, z, |p, sign| {
                 *pair_counts.entry(p).or_insert(0) += sign * weight;
                 if sign > 0 {
                     new_pairs.insert(p, ());
@@ -214,4 +221,58 @@ pub fn learn_merges(mut words: Vec<Vec<u32>>, counts: Vec<i64>, num_merges: usiz
         }
     }
     merges
+}
+
+// -----------------------------------------------------------------------------
+// tests: the incremental bookkeeping against a full recount
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair_multiset(ids: &[u32]) -> AHashMap<Pair, i64> {
+        let mut m = AHashMap::new();
+        for k in 0..ids.len().saturating_sub(1) {
+            *m.entry(pair_key(ids[k], ids[k + 1])).or_insert(0) += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn merge_word_deltas_equal_recount() {
+        let mut state: u64 = 0x2545F4914F6CDD1D;
+        for _ in 0..50000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            // tiny alphabet {0, 1, 2} so sites overlap and run into each other often
+            let ids: Vec<u32> = (0..len).map(|k| ((state >> (2 * k + 8)) % 3) as u32).collect();
+            let (a, b) = ((state >> 40) as u32 % 3, (state >> 50) as u32 % 3);
+            // expected: left-to-right non-overlapping rewrite, then the pair multiset difference
+            let mut expect = Vec::new();
+            let mut i = 0;
+            while i < ids.len() {
+                if i + 1 < ids.len() && ids[i] == a && ids[i + 1] == b {
+                    expect.push(9);
+                    i += 2;
+                } else {
+                    expect.push(ids[i]);
+                    i += 1;
+                }
+            }
+            let mut delta = pair_multiset(&expect);
+            for (p, c) in pair_multiset(&ids) {
+                *delta.entry(p).or_insert(0) -= c;
+            }
+            delta.retain(|_, c| *c != 0);
+            let mut got_ids = ids.clone();
+            let mut got: AHashMap<Pair, i64> = AHashMap::new();
+            let changed = merge_word(&mut got_ids, a, b, 9, |p, s| *got.entry(p).or_insert(0) += s);
+            got.retain(|_, c| *c != 0);
+            assert_eq!(got_ids, expect, "ids {ids:?} merge ({a},{b})");
+            assert_eq!(got, delta, "ids {ids:?} merge ({a},{b})");
+            assert_eq!(changed, expect != ids);
+        }
+    }
 }
