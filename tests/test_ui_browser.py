@@ -159,7 +159,12 @@ def test_stream_is_incremental_and_stop_works(page, servers):
         .observe(document.getElementById('messages'), {childList: true, subtree: true, characterData: true}); }""")
     send(page, "tell me everything")
     page.wait_for_selector("#stop:not([hidden])")
-    page.wait_for_function("window.__lengths.size >= 5")  # several partial renders: it really streams
+    # several partial renders: it really streams (polled from Python: the page's CSP forbids the string eval
+    # that page.wait_for_function would need)
+    deadline = time.time() + 30
+    while page.evaluate("window.__lengths.size") < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert page.evaluate("window.__lengths.size") >= 5
     assert babble.health()["busy"] == 1
     page.click("#stop")
     wait_idle(page)
