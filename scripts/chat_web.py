@@ -28,8 +28,8 @@ every decode step, so it is free again within one step.
 """
 import argparse
 import asyncio
-import hashlib
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -321,7 +321,8 @@ def content_security_policy(html):
     """Allow exactly the UI's own inline script (by hash): injected inline handlers can never run."""
     scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
     hashes = " ".join("'sha256-%s'" % base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in scripts)
-    return (f"default-src 'none'; script-src {hashes or chr(39) + 'none' + chr(39)}; style-src 'unsafe-inline'; "
+    script_src = hashes or "'none'"
+    return (f"default-src 'none'; script-src {script_src}; style-src 'unsafe-inline'; "
             f"connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
