@@ -102,4 +102,10 @@ EOF
     rm -f "$root/Cargo.lock" # a lock resolved against crates.io carries checksums the directory lacks
     echo "cargo_source: crates.io unreachable; wrote $cfg (Debian crate sources in $registry)"
 }
-_nanochat_cargo_source
+# run it, then leave nothing behind in the caller's shell; a failure stays visible to `set -e` callers
+if _nanochat_cargo_source; then
+    unset -f _nanochat_cargo_source
+else
+    unset -f _nanochat_cargo_source
+    false
+fi

@@ -199,6 +199,8 @@ def test_vocab_size_too_small():
         train_rust(["hello"], 255)
     with pytest.raises(ValueError, match="vocab_size"):
         train_rust(["hello"], -1)
+    with pytest.raises(ValueError, match="too large"):
+        train_rust(["hello"], 2**40)
 
 
 def test_invalid_pattern_named():

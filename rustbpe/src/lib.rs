@@ -38,11 +38,13 @@ pub use train::learn_merges;
 /// Below this vocabulary size training is quiet (tests train tiny vocabularies); above it progress
 /// lines go to stderr: reading progress, then every 10% of the merges with the elapsed time.
 const VERBOSE_MIN_VOCAB: i64 = 4096;
+/// Token ids are u32; far beyond any useful vocabulary, but it keeps allocations bounded.
+const MAX_VOCAB: i64 = 1 << 31;
 
 // -----------------------------------------------------------------------------
 // the Python class
 
-#[pyclass]
+#[pyclass(module = "rustbpe")]
 pub struct Tokenizer {
     pattern: String,
     splitter: Splitter,
@@ -106,6 +108,11 @@ impl Tokenizer {
         if vocab_size < 256 {
             return Err(value_error(format!(
                 "vocab_size must be at least 256 (one token per byte), got {vocab_size}; pass a larger vocab_size"
+            )));
+        }
+        if vocab_size > MAX_VOCAB {
+            return Err(value_error(format!(
+                "vocab_size {vocab_size} is too large (token ids are u32; at most {MAX_VOCAB}); pass a smaller vocab_size"
             )));
         }
         if buffer_size < 1 {

@@ -156,7 +156,7 @@ pub fn learn_merges(mut words: Vec<Vec<u32>>, counts: Vec<i64>, num_merges: usiz
     let mut token_bytes: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
     let mut known: AHashSet<Vec<u8>> = token_bytes.iter().cloned().collect();
 
-    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges);
+    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges.min(1 << 20));
     let log_every = (num_merges / 10).max(1);
     let mut new_pairs: AHashMap<Pair, ()> = AHashMap::new();
     while merges.len() < num_merges {
