@@ -8,7 +8,7 @@ Used by tasks/gsm8k.py, tasks/synthmath.py, tasks/spelling.py, tasks/synthif.py 
     python -m pytest tests/test_tasks_verify.py -q
 """
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 # -----------------------------------------------------------------------------
 # numbers
@@ -35,9 +35,11 @@ def normalize_number(text):
         return None
     if d == 0:
         return "0"
-    if d == d.to_integral_value():
-        return str(d.quantize(Decimal(1)))
-    return format(d.normalize(), "f")
+    with localcontext() as ctx:  # enough digits for any input: the default 28 raises or rounds on long numbers
+        ctx.prec = len(s) + 2
+        if d == d.to_integral_value():
+            return str(d.quantize(Decimal(1)))
+        return format(d.normalize(), "f")
 
 
 def numbers_equal(a, b):
