@@ -161,8 +161,9 @@ def sample_next_token(logits, generator, temperature=1.0, top_k=None, top_p=None
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     # Inverse-transform sampling: one uniform number per row, located in the row's CDF. torch.multinomial
     # draws O(V) random numbers per row on CPU, which at V = 8k costs as much as a small model's forward pass.
-    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]  # (B, 1)
+    # The CDF is summed in fp64 so that rounding over a 65k vocabulary cannot swallow the rarest tokens.
+    cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64)  # (B, V)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64) * cdf[:, -1:]
     idx = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.size(-1) - 1)  # first token with CDF > u
     # A token with CDF > u has probability > 0, unless rounding put u at the very top of the CDF and the clamp
     # landed on a masked tail token; that is rare, so it is fixed (with the most likely token) only when it happens.
