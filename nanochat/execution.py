@@ -120,8 +120,9 @@ def _sandbox_setup():
                        "root); set NANOCHAT_SANDBOX_PYTHON to a python3 under world-readable directories")
 
 
+@lru_cache(maxsize=1)
 def strict_available():
-    """(ok, reason): whether strict mode (bubblewrap) works here."""
+    """(ok, reason): whether strict mode (bubblewrap) works here. Probed once per process."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return False, "bubblewrap is not installed (apt-get install bubblewrap)"
@@ -199,8 +200,10 @@ def execute_code(code, timeout=5.0, memory_mb=512, strict=False, max_output_byte
     """Run `code` as a Python program under the limits described in the module docstring."""
     if not isinstance(code, str):
         raise TypeError(f"execute_code needs the program as a str, got {type(code).__name__}")
-    if strict and _check_strict and shutil.which("bwrap") is None:
-        raise RuntimeError("execute_code(strict=True) needs bubblewrap: apt-get install bubblewrap, or pass strict=False")
+    if strict and _check_strict:
+        ok, why = strict_available()
+        if not ok:
+            raise RuntimeError(f"execute_code(strict=True) is unavailable: {why}; or pass strict=False")
     python, uid_mode = _sandbox_setup()
     uid = {"fresh": random.randrange(*SANDBOX_UID_RANGE), "nobody": NOBODY, None: None}[uid_mode]
     workdir = tempfile.mkdtemp(prefix="nanochat_sandbox_")
