@@ -169,3 +169,15 @@ except OSError as e:
 """
     r = execute_code(code, strict=True)
     assert r.passed and r.stdout.startswith("ok\nno network"), r.stdout + r.stderr
+
+
+def test_strict_without_bubblewrap_is_a_clear_error(monkeypatch):
+    import nanochat.execution as ex
+    monkeypatch.setattr(ex.shutil, "which", lambda name, **kw: None)
+    ex.strict_available.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="apt-get install bubblewrap"):
+            execute_code("print(1)", strict=True)
+    finally:
+        monkeypatch.undo()
+        ex.strict_available.cache_clear()
