@@ -248,8 +248,10 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, cos, sin, kv_cache)
         x = norm(x)
-        logits = self.lm_head(x).float()  # (B, T, V), fp32 for a stable softmax
-        logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        # soft-capping: softcap * tanh(logits / softcap); dividing x (B, T, C) instead of the logits (B, T, V)
+        # gives the same logits / softcap with one pass over C, not V, elements
+        logits = self.lm_head(x / self.config.softcap).float()  # (B, T, V), fp32 for a stable softmax
+        logits = self.config.softcap * torch.tanh(logits)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,

@@ -44,8 +44,8 @@ def zeropower_via_newtonschulz5(G, steps=5):
     X = X / (X.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the region of convergence
     for _ in range(steps):
         A = X @ X.mT  # (rows, rows)
-        B = b * A + c * A @ A
-        X = a * X + B @ X
+        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A, fused: one pass instead of three
+        X = torch.addmm(X, B, X, beta=a)  # a*X + B@X
     if transposed:
         X = X.mT
     return X

@@ -126,7 +126,13 @@ def ddp_worker(rank, world_size, port, out_dir):
     from nanochat.common import compute_init, compute_cleanup
     compute_init("cpu")
     result = train(world_size, rank, accum=1)
-    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    # Muon and Adam are nearly blind to the gradient's scale, so check the averaging itself: with betas 0 and
+    # eps 1 Adam's step is -lr * g / (|g| + 1); ranks send g = 1 and 2, the mean 1.5 gives -0.6 (sum: -0.75)
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = MuonAdamW([dict(params=[p], kind="adamw", lr=1.0, betas=(0.0, 0.0), eps=1.0, weight_decay=0.0)])
+    p.grad = torch.full((4,), float(rank + 1))
+    opt.step()
+    torch.save((*result, p.detach().clone()), os.path.join(out_dir, f"rank{rank}.pt"))
     compute_cleanup()
 
 
@@ -147,5 +153,7 @@ def test_two_gloo_ranks_match_one_rank_with_grad_accumulation(tmp_path):
     for k in ref_state:
         torch.testing.assert_close(r0[1][k], ref_state[k], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r1[1][k], r0[1][k], atol=0, rtol=0)  # broadcast: identical on all ranks
+    for r in (r0, r1):
+        torch.testing.assert_close(r[3], torch.full((4,), -0.6))
     # optimizer state is sharded: every parameter has state on exactly one rank
     assert r0[2].isdisjoint(r1[2]) and r0[2] | r1[2] == set(ref_state) and r0[2] and r1[2]
