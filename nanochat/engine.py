@@ -4,6 +4,18 @@ Inference engine: a KV cache, batched sampling with tool use and thinking budget
 Everything that samples from a model (chat_cli, chat_web, chat_eval, the RL family) goes through here, so the
 model file stays a pure function of tokens and the engine owns all the bookkeeping of generation.
 
+    from nanochat.engine import Engine, StreamDecoder
+    engine = Engine(model, tokenizer)                       # any device; the cache follows the model's dtype
+    prompt = tokenizer.render_for_completion(conversation)  # ends with <|assistant_start|>
+    results, masks = engine.generate_batch(prompt, num_samples=8, max_tokens=256, temperature=1.0, top_k=50)
+    # results[i] = prompt + completion (stop token left out unless include_stop=True)
+    # masks[i]   = 0 on the prompt and on tokens the engine forced (tool outputs, budget forcing), 1 on sampled
+
+How a call runs: prefill the prompt once (batch 1), clone its KV cache to num_samples rows, let every row
+sample its own first token from the prefill logits, then decode all rows together, one token per row per
+step; rows that finish are dropped from the cache and the batch, so they cost nothing further.
+Tests: python -m pytest tests/test_engine.py -q     Benchmark: python -m scripts.infer_bench
+
 The KV cache contract with nanochat/gpt.py:
     pos = kv_cache.get_pos()                  # rotary offset for the new tokens, read before inserting
     k, v = kv_cache.insert_kv(layer_idx, k, v) # k, v: (B, H_kv, T_new, D) in; (B, H_kv, pos + T_new, D) views out
