@@ -140,10 +140,11 @@ class KVCache:
         if self.kv is None:
             raise ValueError("KVCache.keep_rows: the cache is empty")
         idx = torch.as_tensor(row_idx, dtype=torch.long, device=self.kv.device)
-        # Only copy the filled prefix; the new buffer keeps the same capacity.
-        kept = self.kv[..., : self.pos, :].index_select(2, idx)  # (L, 2, B', H_kv, pos, D)
+        kept = self.kv[..., : self.pos, :].index_select(2, idx)  # (L, 2, B', H_kv, pos, D): only the filled prefix
+        # Reuse the same buffer (its first B' rows) instead of allocating a new one: on a GPU a second
+        # full-size cache could be gigabytes. Rows B'.. simply become unused.
         self.batch_size = len(idx)
-        self._allocate(kept.device, kept.dtype)
+        self.kv = self.kv[:, :, : self.batch_size]
         self.kv[..., : self.pos, :].copy_(kept)
 
 
