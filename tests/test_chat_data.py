@@ -4,7 +4,6 @@ references built directly from tokenizer.render_conversation; DDP sharding, exac
 
     python -m pytest tests/test_chat_data.py -q
 """
-import numpy as np
 import pytest
 import torch
 
