@@ -237,6 +237,7 @@ def test_not_an_iterable():
 def test_bad_buffer_size():
     with pytest.raises(ValueError, match="buffer_size"):
         train_rust(["x"], 300, buffer_size=0)
+    assert train_rust(["ab ab"], 257, buffer_size=10**15).get_merges() == [(97, 98)]  # no giant allocation
 
 
 def test_empty_input_gives_byte_tokenizer():

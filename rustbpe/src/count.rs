@@ -3,8 +3,8 @@
 //! Per-thread maps: each rayon worker only ever locks its own shard, so the mutexes are uncontended;
 //! the shards are summed once at the end (sums commute: the result does not depend on the thread count).
 //!
-//! Short chunks (<= 15 bytes: nearly all of them in prose) are keyed by a u128 holding their bytes and
-//! length inline, so a lookup hashes and compares two machine words instead of chasing a pointer to a
+//! Short chunks (<= 15 bytes: nearly all of them in prose) are keyed by 16 bytes holding their bytes
+//! and length inline, so a lookup hashes and compares two machine words instead of chasing a pointer to a
 //! heap-allocated String and memcmp-ing it; with hundreds of thousands of keys that pointer chase is a
 //! cache miss per chunk, and it made counting 2-3x slower than splitting.
 
@@ -13,26 +13,34 @@ use ahash::AHashMap;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// bytes (<= 15) -> little-endian u128 with the length in the top byte (so "a" and "a\0" differ)
+/// Inline key of a short chunk: its bytes little-endian in two u64 with the length in the top byte (so
+/// "a" and "a\0" differ). Two u64 rather than one u128: u128 is 16-byte aligned, which would pad every
+/// map entry from 24 to 32 bytes, and a smaller table means fewer cache misses.
+type ShortKey = (u64, u64);
+
 #[inline(always)]
-fn pack(bytes: &[u8]) -> Option<u128> {
+fn pack(bytes: &[u8]) -> Option<ShortKey> {
     if bytes.len() > 15 {
         return None;
     }
     let mut buf = [0u8; 16];
     buf[..bytes.len()].copy_from_slice(bytes);
     buf[15] = bytes.len() as u8;
-    Some(u128::from_le_bytes(buf))
+    let lo = u64::from_le_bytes(buf[..8].try_into().unwrap());
+    let hi = u64::from_le_bytes(buf[8..].try_into().unwrap());
+    Some((lo, hi))
 }
 
-fn unpack(key: u128) -> Vec<u8> {
-    let buf = key.to_le_bytes();
+fn unpack(key: ShortKey) -> Vec<u8> {
+    let mut buf = [0u8; 16];
+    buf[..8].copy_from_slice(&key.0.to_le_bytes());
+    buf[8..].copy_from_slice(&key.1.to_le_bytes());
     buf[..buf[15] as usize].to_vec()
 }
 
 #[derive(Default)]
 struct Shard {
-    short: AHashMap<u128, i64>,
+    short: AHashMap<ShortKey, i64>,
     long: AHashMap<Vec<u8>, i64>,
 }
 

@@ -136,7 +136,7 @@ impl Tokenizer {
             // SAFETY: nothing borrowed from this pool (items, their &str) outlives this loop iteration.
             let pool = unsafe { py.new_pool() };
             let py = pool.python();
-            let mut texts: Vec<&str> = Vec::with_capacity(buffer_size as usize);
+            let mut texts: Vec<&str> = Vec::with_capacity((buffer_size as usize).min(1 << 16));
             while texts.len() < buffer_size as usize {
                 let item = match iter.next() {
                     None => {
