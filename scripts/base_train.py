@@ -303,20 +303,20 @@ for step in range(start_step, num_iterations + 1):
                 loss = loss * float("nan")
             loss_sum += loss.detach()
             (loss / grad_accum_steps).backward()  # mean over micro-batches
+        train_loss = all_mean(loss_sum / grad_accum_steps).item()  # every rank sees the same value
+        is_finite_or_exit(train_loss, step)  # before the update: the weights stay as good as they were
+        lrm = lr_multiplier(step)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lrm
+            if group["kind"] == "muon":
+                group["momentum"] = muon_momentum(step)
+        optimizer.step()  # the first step allocates the optimizer state: it can run out of memory too
+        model.zero_grad(set_to_none=True)
     except torch.OutOfMemoryError:
         print0(f"error: out of memory at --device-batch-size {args.device_batch_size}; lower it to "
                f"{max(1, args.device_batch_size // 2)} (gradient accumulation keeps --total-batch-size)")
         compute_cleanup()
         sys.exit(4)
-    train_loss = all_mean(loss_sum / grad_accum_steps).item()  # every rank sees the same value
-    is_finite_or_exit(train_loss, step)
-    lrm = lr_multiplier(step)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * lrm
-        if group["kind"] == "muon":
-            group["momentum"] = muon_momentum(step)
-    optimizer.step()
-    model.zero_grad(set_to_none=True)
     if ci.device_type == "cuda":
         torch.cuda.synchronize()
     dt = time.time() - t0

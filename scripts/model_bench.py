@@ -5,8 +5,9 @@ achieved FLOP/s against a matmul peak measured on this machine (CPU) or the H100
     python -m scripts.model_bench                        # CPU: d4-like (n_embd 256), B=8, T=256, fp32, 2 threads
     python -m scripts.model_bench --depth 20 --batch-size 32 --seq-len 2048 --vocab-size 65536   # one GPU
 
-Both models take full training steps (forward, backward, optimizer: ours MuonAdamW, plain torch AdamW). The
-rounds alternate A, B, A, B and we report medians, so load from other processes hits both alike. Goals:
+Both models take full training steps (forward, backward, optimizer: ours MuonAdamW, plain torch AdamW), and
+forward+backward alone (Muon's Newton-Schulz costs a fixed ~20 GFLOP per step at d4, ~28% of a B=8 x T=256
+step, and shrinks per token as the batch grows). The rounds alternate A, B, A, B and we report medians, so load from other processes hits both alike. Goals:
 ours >= 1.0x plain, and >= 50% of the matmul peak on CPU / MFU >= 50% on an H100.
 """
 import time
@@ -110,6 +111,18 @@ def plain_step():
     plain.zero_grad(set_to_none=True)
 
 
+def ours_fwd_bwd():
+    ours_fwd(x, y).backward()
+    ours.zero_grad(set_to_none=True)
+
+
+def plain_fwd_bwd():
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = plain_fwd(x, y)
+    loss.backward()
+    plain.zero_grad(set_to_none=True)
+
+
 def sync():
     if device_type == "cuda":
         torch.cuda.synchronize()
@@ -126,10 +139,12 @@ def timed(step_fn):
 
 for fn in (ours_step, plain_step, ours_step, plain_step):  # warmup (and compilation)
     fn()
-ours_tps, plain_tps = [], []
+ours_tps, plain_tps, ours_fb, plain_fb = [], [], [], []
 for _ in range(args.rounds):
     ours_tps.append(timed(ours_step))
     plain_tps.append(timed(plain_step))
+    ours_fb.append(timed(ours_fwd_bwd))
+    plain_fb.append(timed(plain_fwd_bwd))
 ours_tok, plain_tok = statistics.median(ours_tps), statistics.median(plain_tps)
 
 # -----------------------------------------------------------------------------
@@ -156,6 +171,8 @@ print(f"device {device_type}, dtype {dtype}, threads {args.threads}; config {con
 print(f"B={args.batch_size} T={args.seq_len}; {args.rounds} rounds x {args.steps} steps each, medians")
 print(f"ours : {ours_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in ours_tps)})")
 print(f"plain: {plain_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in plain_tps)})")
-print(f"ours / plain = {ours_tok / plain_tok:.2f}x   (goal >= 1.0x)")
+print(f"ours / plain = {ours_tok / plain_tok:.2f}x   (goal >= 1.0x; full steps: Muon's Newton-Schulz included)")
+print(f"forward+backward only: ours {statistics.median(ours_fb):,.0f} tok/s, plain {statistics.median(plain_fb):,.0f} "
+      f"tok/s = {statistics.median(ours_fb) / statistics.median(plain_fb):.2f}x")
 print(f"ours achieved {achieved / 1e9:,.1f} GFLOP/s ({flops_per_token:,} FLOPs/token) = "
       f"{100 * achieved / peak:.1f}% of the {peak_name}: {peak / 1e9:,.1f} GFLOP/s   (goal >= 50%)")
