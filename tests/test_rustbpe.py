@@ -295,3 +295,15 @@ def test_abi3_imports_on_other_pythons(minor, tmp_path):
                          env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "")})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"(3, {minor}) [(b'ab', 256), (b' ab', 257)] [256]"
+
+# -----------------------------------------------------------------------------
+# packaging: `pip install -e .` makes the extension and the pure-Python packages importable from anywhere
+
+
+def test_packages_importable_outside_the_repo(tmp_path):
+    code = "import rustbpe, nanochat, tasks, scripts; print(rustbpe.Tokenizer.__name__, nanochat.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, f"run `pip install -e .` from the repo root: {out.stderr[-500:]}"
+    name, nanochat_file = out.stdout.split()
+    assert name == "Tokenizer" and nanochat_file.endswith(os.path.join("nanochat", "__init__.py"))
