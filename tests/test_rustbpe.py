@@ -217,6 +217,11 @@ def test_non_str_item_names_its_type():
         train_rust(["ok"] * 10 + [3], 300, buffer_size=4)
 
 
+def test_unencodable_str_raises():
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate has no UTF-8 form
+        train_rust(["fine", "\ud800"], 300)
+
+
 def test_iterator_exception_propagates():
     class Boom(Exception):
         pass
@@ -227,6 +232,24 @@ def test_iterator_exception_propagates():
 
     with pytest.raises(Boom, match="disk on fire"):
         train_rust(gen(), 300)
+
+
+def test_ctrl_c_interrupts_training():
+    import signal
+    import threading
+    import time
+
+    def docs(deadline):  # endless for 10 s, so a missing signal check fails instead of hanging
+        while time.time() < deadline:
+            yield "some text " * 100
+
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_rust(docs(time.time() + 10), 300)
+    finally:
+        timer.cancel()
 
 
 def test_not_an_iterable():

@@ -160,6 +160,7 @@ impl Tokenizer {
             // from other threads while the GIL is released.
             py.allow_threads(|| counts.add_texts(&splitter, &texts))
                 .map_err(|e| value_error(format!("splitting text with pattern {pattern:?} failed: {e}")))?;
+            py.check_signals()?; // let Ctrl-C through between buffers
             drop(texts);
             drop(pool);
             if verbose && last_log.elapsed().as_secs_f64() > 5.0 {
