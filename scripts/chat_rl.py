@@ -95,6 +95,7 @@ parser.add_argument("--skip-start-eval", action="store_true", help="do not evalu
 # checkpoints and runtime
 parser.add_argument("--save-every", type=int, default=-1, help="checkpoint every N steps (the last step is always saved)")
 parser.add_argument("--keep-last", type=int, default=2, help="keep this many newest rl checkpoints")
+parser.add_argument("--stop-after", type=int, default=-1, help="save and exit after this step, keeping the --num-steps schedule (split a run across jobs; --resume continues it)")
 parser.add_argument("--resume", action="store_true", help="continue from the latest complete rl checkpoint of --output-tag")
 parser.add_argument("--run", type=str, default=None, help="run name of the metrics dir (and wandb if installed; default: rl_<tag>)")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
@@ -348,8 +349,12 @@ for step in range(start_step, args.num_steps):
         record["eval_pass@1"] = res["accuracy"]
         print0(f"  held-out greedy pass@1: {res['accuracy']:.4f} +- {res['stderr']:.4f} on {res['n']} problems")
     logger.log(record)
-    if last_step or (args.save_every > 0 and (step + 1) % args.save_every == 0):
+    if last_step or (args.save_every > 0 and (step + 1) % args.save_every == 0) or step + 1 == args.stop_after:
         save(step + 1)
+    if step + 1 == args.stop_after and not last_step:
+        print0(f"stopping after step {step + 1} (--stop-after); continue with --resume")
+        compute_cleanup()
+        raise SystemExit(0)
 
 # -----------------------------------------------------------------------------
 # the end: paired comparison with the starting model, pass@k, report
