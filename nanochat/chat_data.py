@@ -106,6 +106,7 @@ REGISTRY = {
     # synthetic, unlimited, train / held-out splits with disjoint templates and number ranges
     "synthmath": _synthetic("tasks.synthmath.SynthMath"),
     "synthmath12": _synthetic("tasks.synthmath.SynthMath", min_steps=1, max_steps=2),
+    "synthmath-think": _synthetic("tasks.synthmath.SynthMath", think=True),  # s1-style thinking, then the answer
     "synthif": _synthetic("tasks.synthif.SynthIF"),
     "mcq": _synthetic("tasks.mcq.MCQ"),
     "identity": _synthetic("tasks.identity.Identity"),
