@@ -206,3 +206,69 @@ def policy_loss(logp, old_logp, advantages, weights, clip_eps=0.2, ref_logp=None
         clipped = ((ratio - 1.0).abs() > clip_eps) & (weights > 0)
         stats["clip_frac"] = clipped.float().sum() / (weights > 0).float().sum().clamp(min=1.0)
     return (weights * token_loss).sum(), stats
+
+
+# -----------------------------------------------------------------------------
+# DPO: preference pairs instead of rewards (scripts/chat_dpo.py)
+
+
+def sequence_logprob_stats(model, inputs, targets):
+    """Per row: (sum of log pi over its unmasked tokens (B,), number of those tokens (B,)), for DPO."""
+    logp = token_logprobs(model, inputs, targets)  # (B, T)
+    return logp.sum(-1), (targets >= 0).sum(-1).float()
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1, chosen_len=None,
+             rejected_len=None):
+    """
+    Direct Preference Optimization (arXiv 2305.18290, eq. 7), per pair. Inputs are (P,) summed log-probs of
+    the chosen and rejected completions under the policy and the frozen reference. The implicit reward of a
+    completion is beta * (log pi - log pi_ref); the loss pushes the chosen one's above the rejected one's:
+        loss = -log sigmoid(reward_chosen - reward_rejected)
+    With chosen_len / rejected_len (P,) token counts, every log-ratio is first divided by its completion's
+    length: the length-normalized DPO of Tulu 3 (arXiv 2411.15124, sec. 5; TRL's "sigmoid_norm"), which
+    stops the summed log-ratio from favouring long answers and wants a larger beta (5 instead of 0.1).
+    Policy and reference are normalized by the same count, so the ratio stays a ratio of per-token means.
+    Returns (losses (P,), reward_chosen (P,), reward_rejected (P,)), the rewards detached (for logging:
+    reward accuracy = mean(reward_chosen > reward_rejected), margin = mean(reward_chosen - reward_rejected)).
+    """
+    if (chosen_len is None) != (rejected_len is None):
+        raise ValueError("dpo_loss: pass both chosen_len and rejected_len (length-normalized) or neither")
+    ratio_c = policy_chosen - ref_chosen.detach()  # (P,)
+    ratio_r = policy_rejected - ref_rejected.detach()  # (P,)
+    if chosen_len is not None:
+        ratio_c = ratio_c / chosen_len.clamp(min=1.0)
+        ratio_r = ratio_r / rejected_len.clamp(min=1.0)
+    reward_c, reward_r = beta * ratio_c, beta * ratio_r
+    losses = -F.logsigmoid(reward_c - reward_r)
+    return losses, reward_c.detach(), reward_r.detach()
+
+
+# -----------------------------------------------------------------------------
+# on-policy distillation: a teacher grades every sampled token (scripts/chat_distill.py)
+
+
+def reverse_kl_advantages(student_logp, teacher_logp, valid):
+    """
+    Per-token advantage of on-policy distillation (Thinking Machines, "On-Policy Distillation", Oct 2025;
+    GKD, arXiv 2306.13649): A_t = -(log p_student(x_t) - log p_teacher(x_t)) on each token the student
+    sampled, 0 elsewhere (prompt, forced tool outputs, padding). Its expectation over the student's samples
+    is minus the reverse KL(student || teacher) at that position, so maximizing A with the policy gradient
+    (discount 0: each token is judged alone) pulls the student toward the teacher exactly where the student
+    goes. Detached: the advantage is a constant for the gradient, as a reward is. (B, T) in, (B, T) out.
+    """
+    adv = teacher_logp.detach() - student_logp.detach()
+    return torch.where(valid, adv, torch.zeros_like(adv))
+
+
+def tokenizer_mismatch(a, b):
+    """None if tokenizers a and b map text and special tokens to the same ids, else a sentence saying how not."""
+    if a.get_vocab_size() != b.get_vocab_size():
+        return f"vocab sizes differ ({a.get_vocab_size()} vs {b.get_vocab_size()})"
+    for name in a.get_special_tokens():
+        if a.encode_special(name) != b.encode_special(name):
+            return f"special token {name} has id {a.encode_special(name)} vs {b.encode_special(name)}"
+    probe = "Tom has 12 apples and buys 7 more. How many? 12+7=19 #### 19 The quick brown fox."
+    if a.encode(probe) != b.encode(probe):
+        return "the same text encodes to different ids (different BPE merges)"
+    return None
