@@ -1,0 +1,127 @@
+"""
+The RFT experiment on SynthMath (arXiv 2308.01825 at our scale): per seed, SFT from a base checkpoint, then RFT
+with k sampled paths per question for each k in --ks, and (optionally) the union of the paths of several SFT
+models; every model is evaluated greedily, calculator on, on the same held-out problems, and compared with its
+SFT model item by item (paired difference). Each training is a subprocess of scripts.chat_sft / scripts.chat_rft
+(finished checkpoints are reused, so a cut-off experiment continues where it stopped).
+
+    python -m scripts.exp_rft --seeds 0,1,2 --ks 4,16,64 --union               # CPU, about an hour when quiet
+    python -m scripts.exp_rft --seeds 0 --ks 16 --questions synthmath12:100    # a quick look
+
+Needs base checkpoints tagged s<seed> (e.g. `python -m scripts.base_train --data synthetic --depth 2
+--num-iterations 1 --seed 0 --model-tag s0`). Outputs: <base_dir>/rft/experiment.json (every number, per item
+results left out) and the "RFT experiment" report section (mean +- std over seeds).
+"""
+import os
+import sys
+import json
+import argparse
+import statistics
+import subprocess
+
+import torch
+
+from nanochat.common import get_base_dir, print0
+from nanochat.checkpoint import checkpoint_dir, find_latest_step, load_model
+from nanochat.task_eval import evaluate_task, paired_difference
+from nanochat.report import get_report
+
+parser = argparse.ArgumentParser(description="RFT vs SFT on SynthMath, several seeds, paired held-out pass@1.")
+parser.add_argument("--seeds", type=str, default="0,1,2", help="comma-separated seeds (base checkpoints s<seed>)")
+parser.add_argument("--ks", type=str, default="4,16,64", help="comma-separated k: sampled paths per question")
+parser.add_argument("--union", action="store_true", help="also RFT on the union of every seed's SFT model paths (k = max of --ks each)")
+parser.add_argument("--mix", type=str, default="synthmath12:8000", help="the SFT data (also the original data of RFT)")
+parser.add_argument("--questions", type=str, default="synthmath12:500", help="questions RFT samples on (the first items of the SFT data)")
+parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (fresh train-distribution items, seed 1000)")
+parser.add_argument("--eval-seed", type=int, default=1000, help="SynthMath seed of the held-out problems (SFT uses 0)")
+parser.add_argument("--train-flags", type=str, default="--init-lr-frac 1.0 --examples-per-step 32 --eval-every -1 --eval-tasks '' --data offline",
+                    help="flags passed to every chat_sft / chat_rft training")
+args = parser.parse_args()
+
+seeds = [int(s) for s in args.seeds.split(",")]
+ks = sorted((int(k) for k in args.ks.split(",")), reverse=True)  # the largest first: smaller k reuse its samples
+results_path = os.path.join(get_base_dir(), "rft", "experiment.json")
+results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+
+# -----------------------------------------------------------------------------
+# training (subprocesses) and evaluation (here)
+
+
+def run(module, flags):
+    cmd = f"{sys.executable} -m {module} {flags} {args.train_flags} --mix {args.mix}"
+    print0(f"$ {cmd}")
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def trained(stage, tag):
+    return find_latest_step(checkpoint_dir(stage, tag)) is not None
+
+
+def held_out():
+    from tasks.synthmath import SynthMath
+    lo, hi = (1, 2) if args.mix.startswith("synthmath12") else (1, 4)
+    return SynthMath("train", size=args.eval_problems, seed=args.eval_seed, min_steps=lo, max_steps=hi)
+
+
+def evaluate(stage, tag):
+    key = f"{stage}/{tag}"
+    if key not in results:
+        model, tokenizer, _ = load_model(stage, "cpu" if not torch.cuda.is_available() else "cuda", tag=tag)
+        res = evaluate_task(model, tokenizer, held_out(), name="synthmath-fresh", max_new_tokens=128)
+        results[key] = dict(accuracy=res["accuracy"], stderr=res["stderr"], items=res["items"])
+        os.makedirs(os.path.dirname(results_path), exist_ok=True)
+        json.dump(results, open(results_path, "w"))
+    print0(f"{key}: held-out pass@1 {results[key]['accuracy']:.4f} +- {results[key]['stderr']:.4f}")
+    return results[key]
+
+
+def rft_stats(tag):
+    meta_dir = checkpoint_dir("rft", tag)
+    step = find_latest_step(meta_dir)
+    meta = json.load(open(os.path.join(meta_dir, f"step_{step:06d}", "meta.json")))
+    return meta["rft"]
+
+
+# -----------------------------------------------------------------------------
+# the runs
+
+rows = {}  # variant -> list over seeds of (acc, diff vs SFT, kept per question)
+for seed in seeds:
+    sft_tag = f"sft{seed}"
+    if not trained("sft", sft_tag):
+        run("scripts.chat_sft", f"--source base --model-tag s{seed} --output-tag {sft_tag} --seed {seed}")
+    sft = evaluate("sft", sft_tag)
+    rows.setdefault("SFT", []).append((sft["accuracy"], 0.0, 0.0, 0.0))
+    variants = [(f"RFT k={k}", f"rft_k{k}_s{seed}", f"sft:{sft_tag}", k) for k in ks]
+    if args.union:  # needs every seed's SFT model: train the missing ones first
+        for s in seeds:
+            if not trained("sft", f"sft{s}"):
+                run("scripts.chat_sft", f"--source base --model-tag s{s} --output-tag sft{s} --seed {s}")
+        variants.append(("RFT union", f"rft_union_s{seed}", ",".join(f"sft:sft{s}" for s in seeds), ks[0]))
+    for name, tag, sources, k in variants:
+        if not trained("rft", tag):
+            run("scripts.chat_rft", f"--sources {sources} --num-samples {k} --questions {args.questions} "
+                                    f"--source base --model-tag s{seed} --output-tag {tag} --seed {seed}")
+        res = evaluate("rft", tag)
+        diff, se = paired_difference(sft["items"], res["items"])
+        stats = rft_stats(tag)
+        rows.setdefault(name, []).append((res["accuracy"], diff, stats["kept per question"], se))
+        print0(f"  {name} seed {seed}: {res['accuracy']:.4f}, minus SFT {diff:+.4f} +- {se:.4f}, "
+               f"{stats['kept per question']:.2f} distinct paths kept per question")
+
+# -----------------------------------------------------------------------------
+# summary: mean +- std over seeds
+
+
+def mean_std(xs):
+    return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else float("nan"))
+
+
+summary = {}
+for name, vals in rows.items():
+    acc, diff, kept = (mean_std([v[i] for v in vals]) for i in range(3))
+    summary[name] = {"seeds": len(vals), "held-out pass@1": f"{acc[0]:.4f} +- {acc[1]:.4f}",
+                     "minus SFT": f"{diff[0]:+.4f} +- {diff[1]:.4f}", "distinct paths kept / question": f"{kept[0]:.2f}"}
+    print0(f"{name:12s} n={len(vals)}  pass@1 {acc[0]:.4f} +- {acc[1]:.4f}  minus SFT {diff[0]:+.4f} +- {diff[1]:.4f}"
+           f"  kept/question {kept[0]:.2f}")
+get_report().log("RFT experiment", [vars(args), summary], column="rft")
