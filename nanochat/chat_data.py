@@ -107,6 +107,8 @@ REGISTRY = {
     "synthmath": _synthetic("tasks.synthmath.SynthMath"),
     "synthmath12": _synthetic("tasks.synthmath.SynthMath", min_steps=1, max_steps=2),
     "synthmath-think": _synthetic("tasks.synthmath.SynthMath", think=True),  # s1-style thinking, then the answer
+    # inputs <= 10: arithmetic small enough for a tiny CPU model to do in its head while thinking (no tools)
+    "synthmath-think-small": _synthetic("tasks.synthmath.SynthMath", think=True, max_number=10),
     "synthif": _synthetic("tasks.synthif.SynthIF"),
     "mcq": _synthetic("tasks.mcq.MCQ"),
     "identity": _synthetic("tasks.identity.Identity"),
