@@ -5,8 +5,9 @@
 //!
 //! Short chunks (<= 15 bytes: nearly all of them in prose) are keyed by 16 bytes holding their bytes
 //! and length inline, so a lookup hashes and compares two machine words instead of chasing a pointer to a
-//! heap-allocated String and memcmp-ing it; with hundreds of thousands of keys that pointer chase is a
-//! cache miss per chunk, and it made counting 2-3x slower than splitting.
+//! heap-allocated String and memcmp-ing it (with hundreds of thousands of keys, that pointer is a cache
+//! miss). Measured on 46 MB of English, one thread: splitting alone ~110 MB/s, split + count ~38 MB/s
+//! with inline keys vs ~17 MB/s with String keys; the rest is the table itself not fitting in L2.
 
 use crate::pretok::Splitter;
 use ahash::AHashMap;
