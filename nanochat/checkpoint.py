@@ -99,6 +99,17 @@ def _write(path, obj=None, text=None):
         os.fsync(f.fileno())
 
 
+def git_sha():
+    """The repo's commit (recorded in meta.json), or None outside a git checkout."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _barrier():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -160,7 +171,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer=None, meta=None, rank_state
     if rank == 0:
         world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         _write(os.path.join(tmp, "model.pt"), model.state_dict())
-        meta = dict(meta or {}, step=step, world_size=world_size)
+        meta = dict(meta or {}, step=step, world_size=world_size, git_sha=git_sha())
         _write(os.path.join(tmp, "meta.json"), text=json.dumps(meta, indent=2, default=str))
         _fsync_dir(tmp)
         if os.path.exists(final):  # re-saving the same step: the older steps stay as "latest" meanwhile
