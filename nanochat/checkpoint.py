@@ -20,6 +20,7 @@ Nothing is pickled: tensors and plain containers via torch.save, loaded with `we
 """
 import os
 import json
+import functools
 import random
 import shutil
 
@@ -99,8 +100,9 @@ def _write(path, obj=None, text=None):
         os.fsync(f.fileno())
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha():
-    """The repo's commit (recorded in meta.json), or None outside a git checkout."""
+    """The repo's commit (recorded in meta.json), or None outside a git checkout; asked once per process."""
     import subprocess
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

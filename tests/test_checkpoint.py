@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanochat.checkpoint import (COMPLETED, clean, complete_steps, find_latest_step, get_rng_state,
+from nanochat.checkpoint import (COMPLETED, clean, git_sha, complete_steps, find_latest_step, get_rng_state,
                                  load_checkpoint, model_from_checkpoint, save_checkpoint, set_rng_state,
                                  step_name)
 from nanochat.gpt import GPTConfig, build_model
@@ -104,6 +104,7 @@ def saver(d):
 def test_sigkill_during_save_never_breaks_latest(tmp_path):
     d = str(tmp_path / "ckpt")
     rng = random.Random(0)
+    git_sha()  # cached before forking, so the children spend their time saving, not running git
     seen = set()
     for kill in range(30):
         pid = os.fork()
