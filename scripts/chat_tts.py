@@ -12,6 +12,8 @@ inference, measured three ways on held-out SynthMath problems (the think=True va
 Printed and reported: per point the accuracy and mean thinking tokens; s1's Control (fraction of runs within
 the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, reported per 100 tokens) and
 Performance (best accuracy) of the max-budget sweep; and an SVG plot of accuracy vs thinking tokens per problem.
+Everything runs once per problem set of --task-seeds (disjoint held-out sets, their own sampling seeds) and is
+reported as mean +- std over the sets.
 
     python -m scripts.chat_tts --source sft --model-tag think10               # CPU, defaults below
     python -m scripts.chat_tts --max-think 0,4,8,16,none --min-think 40 --num-samples 8 --num-problems 200
@@ -24,6 +26,7 @@ import os
 import json
 import time
 import argparse
+import statistics
 
 from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0
 from nanochat.engine import Engine
@@ -52,8 +55,8 @@ parser.add_argument("--source", type=str, default="sft", help="stage of the chec
 parser.add_argument("--model-tag", type=str, default=None, help="tag of the checkpoint (default: the newest tag of --source)")
 parser.add_argument("--step", type=int, default=None, help="step of the checkpoint (default: its latest complete step)")
 parser.add_argument("--num-problems", type=int, default=200, help="held-out problems per point")
-parser.add_argument("--eval-split", choices=["fresh", "test"], default="fresh", help="'fresh': unseen problems of the training distribution (seed --task-seed); 'test': SynthMath's held-out templates and number ranges")
-parser.add_argument("--task-seed", type=int, default=1000, help="seed of the 'fresh' problems (training data uses small seeds)")
+parser.add_argument("--eval-split", choices=["fresh", "test"], default="fresh", help="'fresh': unseen problems of the training distribution; 'test': SynthMath's held-out templates and number ranges")
+parser.add_argument("--task-seeds", type=str, default="1000,1001,1002", help="one problem set per seed (SynthMath seed; training data uses small seeds); results are mean +- std over them")
 parser.add_argument("--min-steps", type=int, default=1, help="fewest calculation steps per problem")
 parser.add_argument("--max-steps", type=int, default=4, help="most calculation steps per problem")
 parser.add_argument("--max-number", type=int, default=10, help="largest input number (10: the synthmath-think-small SFT data; 50: synthmath-think)")
@@ -66,18 +69,22 @@ parser.add_argument("--num-samples", type=int, default=8, help="samples per prob
 parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the parallel sweep")
 parser.add_argument("--top-k", type=int, default=50, help="top-k of the parallel sweep")
 parser.add_argument("--max-new-tokens", type=int, default=192, help="longest completion (thinking and answer)")
-parser.add_argument("--seed", type=int, default=0, help="sampling seed (problem i uses seed + i)")
+parser.add_argument("--seed", type=int, default=0, help="sampling seed of the first problem set (set k, problem i: seed + k + i)")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
 if args.num_problems < 1 or args.num_samples < 0:
     raise SystemExit("error: --num-problems must be >= 1 and --num-samples >= 0")
+try:
+    task_seeds = [int(x) for x in args.task_seeds.split(",") if x.strip()]
+except ValueError:
+    raise SystemExit(f"error: --task-seeds {args.task_seeds!r}: give comma-separated integers, e.g. 1000,1001,1002")
 
 ci = compute_init(args.device_type)
 if ci.ddp:
     raise SystemExit("error: chat_tts runs in one process; launch it with python -m, not torchrun")
 
 # -----------------------------------------------------------------------------
-# model and held-out problems
+# model
 
 from nanochat.checkpoint import load_model  # noqa: E402
 from tasks.synthmath import SynthMath  # noqa: E402
@@ -88,18 +95,13 @@ except (FileNotFoundError, ValueError, RuntimeError) as e:
     raise SystemExit(f"error: {e}")
 model.eval()
 tag = meta["tag"]
-split, seed = ("train", args.task_seed) if args.eval_split == "fresh" else ("test", 0)
-task = SynthMath(split, size=args.num_problems, seed=seed, min_steps=args.min_steps, max_steps=args.max_steps,
-                 max_number=args.max_number, think=True)
-indices = range(args.num_problems)
 engine = Engine(model, tokenizer)
+split = "train" if args.eval_split == "fresh" else "test"
 print0(f"model {args.source}/{tag} step {meta['step']} ({model.num_params():,} params) on {ci.device}; "
-       f"{args.num_problems} SynthMath-think {args.eval_split} problems, {args.min_steps}-{args.max_steps} steps, "
-       f"numbers <= {args.max_number if args.eval_split == 'fresh' else 2 * args.max_number}")
-common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed)
+       f"{len(task_seeds)} x {args.num_problems} SynthMath-think {args.eval_split} problems, {args.min_steps}-"
+       f"{args.max_steps} steps, numbers <= {args.max_number if split == 'train' else 2 * args.max_number}")
 budget_kwargs = dict(answer_prefix=args.answer_prefix or None, wait_text=args.wait_text, max_waits=args.max_waits)
 t0 = time.time()
-results = dict(args=vars(args), model=f"{args.source}/{tag}/{meta['step']}", max_think=[], min_think=[], parallel=[])
 
 
 def show(kind, budget, point):
@@ -108,81 +110,113 @@ def show(kind, budget, point):
 
 
 # -----------------------------------------------------------------------------
-# 1) max budgets (greedy)
+# the three sweeps on one problem set
 
-print0(f"max-think sweep: {args.max_think}")
-for budget in args.max_think:
-    recs = run_problems(engine, tokenizer, task, indices, max_think_tokens=budget, **common, **budget_kwargs)
-    point = sweep_point(recs, max_tokens=budget)
-    show("max-think", budget, point)
-    results["max_think"].append(dict(budget=budget, **point, records=recs))
+
+def run_sweeps(task, seed):
+    indices = range(len(task))
+    common = dict(max_new_tokens=args.max_new_tokens, seed=seed)
+    res = dict(max_think=[], min_think=[], parallel=[])
+    # 1) max budgets (greedy): thinking capped, then the model answers
+    for budget in args.max_think:
+        recs = run_problems(engine, tokenizer, task, indices, max_think_tokens=budget, **common, **budget_kwargs)
+        point = sweep_point(recs, max_tokens=budget)
+        show("max-think", budget, point)
+        res["max_think"].append(dict(budget=budget, **point, records=recs))
+    # 2) min budgets (greedy): an early end of thinking becomes "Wait", at most max_waits times
+    for budget in args.min_think:
+        recs = run_problems(engine, tokenizer, task, indices, min_think_tokens=budget, **common, **budget_kwargs)
+        point = sweep_point(recs, min_tokens=budget)
+        show("min-think", budget, point)
+        res["min_think"].append(dict(budget=budget, **point, records=recs))
+    # 3) parallel: N samples, majority vote; smaller N are the first samples of the same run
+    if args.num_samples:
+        recs = run_problems(engine, tokenizer, task, indices, num_samples=args.num_samples,
+                            temperature=args.temperature, top_k=args.top_k, **common)
+        per_sample = sweep_point(recs)["think_tokens"]
+        n = 1
+        while n <= args.num_samples:  # compute spent per problem: n samples' thinking
+            res["parallel"].append(dict(budget=n, accuracy=majority_at(recs, n), think_tokens=n * per_sample))
+            print0(f"  majority@{n:<3} accuracy {res['parallel'][-1]['accuracy']:.4f}  thinking tokens per problem "
+                   f"{n * per_sample:6.1f}")
+            n *= 2
+        res["parallel_records"] = recs
+    # s1's metrics of the max-budget sweep
+    points = [(p["think_tokens"], p["accuracy"]) for p in res["max_think"]]
+    slope = scaling(points)
+    res["metrics"] = {
+        "control": sum(p["control"] for p in res["max_think"]) / len(points) if points else None,
+        "scaling_per_100_tokens": None if slope is None else 100 * slope,
+        "performance": performance(points) if points else None,
+        "min_think_control": (sum(p["control"] for p in res["min_think"]) / len(res["min_think"])
+                              if res["min_think"] else None),
+        "majority_best": max(p["accuracy"] for p in res["parallel"]) if res["parallel"] else None,
+    }
+    print0("  s1 metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items() if v is not None))
+    return res
+
+
+runs = []
+for k, task_seed in enumerate(task_seeds):
+    print0(f"problem set {k + 1}/{len(task_seeds)} (seed {task_seed}): max-think {args.max_think}, min-think "
+           f"{args.min_think} (<= {args.max_waits} x {args.wait_text!r}), majority over {args.num_samples}")
+    task = SynthMath(split, size=args.num_problems, seed=task_seed, min_steps=args.min_steps,
+                     max_steps=args.max_steps, max_number=args.max_number, think=True)
+    runs.append(dict(task_seed=task_seed, **run_sweeps(task, args.seed + k)))
 
 # -----------------------------------------------------------------------------
-# 2) min budgets with "Wait" (greedy)
+# mean +- std over the problem sets, plot, outputs
 
-if args.min_think:
-    print0(f"min-think sweep: {args.min_think} (at most {args.max_waits} x {args.wait_text!r})")
-for budget in args.min_think:
-    recs = run_problems(engine, tokenizer, task, indices, min_think_tokens=budget, **common, **budget_kwargs)
-    point = sweep_point(recs, min_tokens=budget)
-    show("min-think", budget, point)
-    results["min_think"].append(dict(budget=budget, **point, records=recs))
 
-# -----------------------------------------------------------------------------
-# 3) parallel: majority vote over N samples (no budget)
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-if args.num_samples:
-    print0(f"parallel: {args.num_samples} samples at T={args.temperature}, top-k {args.top_k}, majority vote")
-    recs = run_problems(engine, tokenizer, task, indices, num_samples=args.num_samples, temperature=args.temperature,
-                        top_k=args.top_k, **common)
-    sample = sweep_point(recs)
-    n = 1
-    while n <= args.num_samples:
-        acc = majority_at(recs, n)
-        # compute spent: n samples' thinking per problem
-        results["parallel"].append(dict(n=n, accuracy=acc, think_tokens=n * sample["think_tokens"]))
-        print0(f"  majority@{n:<3} accuracy {acc:.4f}  thinking tokens per problem {n * sample['think_tokens']:6.1f}")
-        n *= 2
-    results["parallel_records"] = recs
-    results["parallel_pass1"] = sample["accuracy"]
 
-# -----------------------------------------------------------------------------
-# s1's metrics, plot, outputs
+def aggregate(kind):
+    """Per budget: mean and std over the problem sets of accuracy, thinking tokens and control."""
+    out = []
+    for i, first in enumerate(runs[0][kind]):
+        pts = [r[kind][i] for r in runs]
+        row = dict(budget=first["budget"])
+        for key in ("accuracy", "think_tokens", "control"):
+            row[key], row[key + "_std"] = mean_std([p.get(key) for p in pts])
+        out.append(row)
+    return out
 
-points = [(p["think_tokens"], p["accuracy"]) for p in results["max_think"]]
-slope = scaling(points)
-metrics = {
-    "control": sum(p["control"] for p in results["max_think"]) / len(points) if points else None,
-    "scaling_per_100_tokens": None if slope is None else 100 * slope,
-    "performance": performance(points) if points else None,
-}
-if results["parallel"]:
-    metrics["majority_best"] = max(p["accuracy"] for p in results["parallel"])
-results["metrics"] = metrics
-print0("s1 metrics of the max-think sweep: " + ", ".join(
-    f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+summary = {kind: aggregate(kind) for kind in ("max_think", "min_think", "parallel")}
+metrics = {}
+for key in runs[0]["metrics"]:
+    m, s = mean_std([r["metrics"][key] for r in runs])
+    if m is not None:
+        metrics[key], metrics[key + "_std"] = m, s
+print0(f"over {len(runs)} problem sets: " + ", ".join(
+    f"{k} {metrics[k]:.4f} +- {metrics[k + '_std']:.4f}" for k in metrics if not k.endswith("_std")))
 
 out_dir = os.path.join(get_base_dir(), "tts", tag)
 os.makedirs(out_dir, exist_ok=True)
 with open(os.path.join(out_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
-series = {"budget forcing (max)": sorted(points)}
-if results["min_think"]:
-    series["min + Wait"] = sorted((p["think_tokens"], p["accuracy"]) for p in results["min_think"])
-if results["parallel"]:
-    series["majority vote"] = [(p["think_tokens"], p["accuracy"]) for p in results["parallel"]]
+    json.dump(dict(args=vars(args), model=f"{args.source}/{tag}/{meta['step']}", metrics=metrics, summary=summary,
+                   runs=runs), f, indent=1)
+names = {"max_think": "budget forcing (max)", "min_think": "min + Wait", "parallel": "majority vote"}
+series = {names[k]: sorted((p["think_tokens"], p["accuracy"]) for p in v) for k, v in summary.items() if v}
 svg = svg_line_plot(series, f"test-time scaling, {args.source}/{tag}", "thinking tokens per problem", "accuracy")
 report = get_report()
-plot_dir = getattr(report, "dir", out_dir)
 svg_path = os.path.join(out_dir, "tts.svg")
-for path in {svg_path, os.path.join(plot_dir, f"tts_{tag}.svg")}:
+for path in {svg_path, os.path.join(getattr(report, "dir", out_dir), f"tts_{tag}.svg")}:
     with open(path, "w") as f:
         f.write(svg)
-table = ["| sweep | budget / N | accuracy | thinking tokens | control |", "|---|---|---|---|---|"]
-table += [f"| max-think | {p['budget']} | {p['accuracy']:.4f} | {p['think_tokens']:.1f} | {p['control']:.3f} |" for p in results["max_think"]]
-table += [f"| min-think | {p['budget']} | {p['accuracy']:.4f} | {p['think_tokens']:.1f} | {p['control']:.3f} |" for p in results["min_think"]]
-table += [f"| majority | {p['n']} | {p['accuracy']:.4f} | {p['think_tokens']:.1f} | |" for p in results["parallel"]]
+table = ["| sweep | budget (N for majority) | accuracy | thinking tokens | control |", "|---|---|---|---|---|"]
+for kind in ("max_think", "min_think", "parallel"):
+    for p in summary[kind]:
+        control = "" if p["control"] is None else f"{p['control']:.3f}"
+        table.append(f"| {kind} | {p['budget']} | {p['accuracy']:.4f} +- {p['accuracy_std']:.4f} | "
+                     f"{p['think_tokens']:.1f} | {control} |")
+print0("\n".join(table))
 report.log(f"Test-time scaling {tag}", [vars(args), metrics, "\n".join(table), f"![test-time scaling](tts_{tag}.svg)"],
-           summary={f"tts {k}": v for k, v in metrics.items() if v is not None}, column=args.source)
+           summary={f"tts {k}": v for k, v in metrics.items() if not k.endswith("_std")}, column=args.source)
 print0(f"done in {time.time() - t0:.0f}s: {out_dir}/results.json, {svg_path}")
 compute_cleanup()
