@@ -101,12 +101,19 @@ class NgramIndex:
 
     def match(self, length, hashes):
         """best_match for a fingerprint (what the eval-set cache stores)."""
+        coverage = self.coverage(length, hashes)
+        if not coverage:
+            return None, 0.0
+        doc = max(coverage, key=coverage.get)  # the first of equals: dicts keep insertion order
+        return doc, coverage[doc]
+
+    def coverage(self, length, hashes):
+        """{doc id: fraction of the query's tokens covered by the n-grams it shares with that training prompt}."""
         if length < self.n:
-            ids = self.whole.get(hashes[0]) if length else None
-            return (ids[0], 1.0) if ids else (None, 0.0)
+            return {d: 1.0 for d in self.whole.get(hashes[0], ())} if length else {}
         shared = self.postings.keys() & hashes  # one C-level set operation: most items share nothing
         if not shared:
-            return None, 0.0
+            return {}
         covered = defaultdict(set)  # doc id -> positions of the query's tokens that its shared grams cover
         for i, h in enumerate(hashes):
             docs = self.postings[h] if h in shared else ()
@@ -114,10 +121,7 @@ class NgramIndex:
                 continue
             for d in docs:
                 covered[d].update(range(i, i + self.n))
-        if not covered:
-            return None, 0.0
-        doc = max(covered, key=lambda d: len(covered[d]))
-        return doc, len(covered[doc]) / length
+        return {d: len(positions) / length for d, positions in covered.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -136,8 +140,8 @@ def find_contamination(sources, eval_sets, threshold=ITEM_THRESHOLD, n=N):
     """
     sources: [(name, Task)] of training data; eval_sets: [(name, Task or list of fingerprints)] (the
     fingerprints of `eval_fingerprints`, cached). Returns (matched, counts):
-    matched[s] = set of positions in source s that contaminate some eval item; counts[(source name, eval name)]
-    = how many items of that eval set the source contaminates.
+    matched[s] = positions in source s that contaminate some eval item (each over the threshold on its own,
+    duplicates included); counts[(source name, eval name)] = how many items of that eval set the source contaminates.
     """
     index = NgramIndex(n)
     for s, (_, task) in enumerate(sources):
@@ -148,10 +152,11 @@ def find_contamination(sources, eval_sets, threshold=ITEM_THRESHOLD, n=N):
     for eval_name, eval_items in eval_sets:
         prints = eval_items if isinstance(eval_items, list) else (fingerprint(tokens(prompt_text(c)), n) for c in eval_items)
         for length, hashes in prints:
-            doc, frac = index.match(length, hashes)
-            if frac > threshold:
-                s, j = doc
+            # every training item over the threshold contaminates this eval item (duplicates too, not just the best)
+            hits = [doc for doc, frac in index.coverage(length, hashes).items() if frac > threshold]
+            for s, j in hits:
                 matched[s].add(j)
+            for s in {s for s, _ in hits}:
                 counts[(sources[s][0], eval_name)] += 1
     return matched, counts
 

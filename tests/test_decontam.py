@@ -4,6 +4,7 @@ copies with a prefix/suffix, changed numbers, paraphrases, short items, source f
 
     python -m pytest tests/test_decontam.py -q
 """
+import os
 import random
 
 import pytest
@@ -125,13 +126,14 @@ def test_source_flagged_above_two_percent():
 def test_drop_removes_exactly_the_matching_items():
     planted, ev = _eval_set(100)
     leaky = task("Unrelated prompt about cooking pasta with garlic, olive oil and fresh basil leaves.", planted[5],
-                 "Another unrelated prompt about training a small dog to sit and stay in the yard.", planted[7])
+                 "Another unrelated prompt about training a small dog to sit and stay in the yard.", planted[7],
+                 "Once more: " + planted[5])  # a second copy must go too, not only the best match
     out, report = decontaminate([("leaky", leaky), ("clean", task(*FILLER))], [("Planets", ev)], action="drop")
     (name, kept), (_, clean) = out
-    assert report["removed"] == {"leaky": 2}
+    assert report["removed"] == {"leaky": 3} and report["contaminated"] == {"leaky": {"Planets": 2}}
     assert [c["messages"][0]["content"][:9] for c in kept] == ["Unrelated", "Another u"]
     assert len(clean) == 2
-    assert "removed 2 (leaky 2)" in summarize(report) and "flagged: leaky (Planets 2.0%)" not in summarize(report)
+    assert "removed 3 (leaky 3)" in summarize(report) and "flagged: leaky (Planets 2.0%)" not in summarize(report)
 
 
 def test_drop_source_removes_flagged_source_whole():
@@ -147,3 +149,38 @@ def test_matched_positions_and_bad_action():
     assert dict(matched) == {0: {1}} and dict(counts) == {("a", "P"): 1}
     with pytest.raises(ValueError, match="unknown decontamination action"):
         decontaminate([("a", task(*FILLER))], [("P", ev)], action="delete")
+
+
+# -----------------------------------------------------------------------------
+# the wiring into the chat stages' data loading
+
+
+def test_stage_loading_drops_and_reports(tmp_path, monkeypatch):
+    import nanochat.task_eval as task_eval
+    from nanochat.chat_data import load_stage_data
+    from nanochat.decontam import prompt_text
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+    monkeypatch.setattr(task_eval, "EVAL_TASKS", ("MCQ",))  # one small eval set keeps the test fast
+    mix = "mcq:300,synthmath12:20"
+    full, _ = load_stage_data("sft", "train", "offline", mix, decontaminate="off")
+    reported, desc_report = load_stage_data("sft", "train", "offline", mix, decontaminate="report")
+    dropped, desc_drop = load_stage_data("sft", "train", "offline", mix, decontaminate="drop")
+    assert len(full) == len(reported) == 320 and "report: removed 0" in desc_report
+    removed = len(full) - len(dropped)
+    assert removed > 0 and f"removed {removed} (mcq {removed})" in desc_drop  # the synthetic MCQ repeats items
+    # reference: a naive check of every training prompt against every MCQ test item
+    ev = [tokens(prompt_text(c)) for c in task_eval.get_eval_task("MCQ", "offline")]
+    ev_grams = [{tuple(t[i:i + 8]) for i in range(len(t) - 7)} for t in ev]
+
+    def leaks(conversation):
+        tt = tokens(prompt_text(conversation))
+        grams = {tuple(tt[i:i + 8]) for i in range(len(tt) - 7)}
+        for t, eg in zip(ev, ev_grams):
+            cov = {p for i in range(len(t) - 7) if tuple(t[i:i + 8]) in grams for p in range(i, i + 8)}
+            if len(t) >= 8 and len(cov) / len(t) > 0.5 or len(t) < 8 and t == tt:
+                return True
+        return False
+
+    assert sum(leaks(c) for c in full) == removed
+    assert not any(leaks(c) for c in dropped)
+    assert os.path.exists(tmp_path / "report" / "decontamination-sft.md")
