@@ -89,7 +89,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 # SIGKILL while saving: a forked child (cheap: torch is already imported) saves in a loop until killed
 
 
-def saver(d):
+def saver(d, progress_fd):
     cfg = GPTConfig(sequence_len=16, vocab_size=4096, n_layer=2, n_head=2, n_kv_head=2, n_embd=128)
     model = build_model(cfg, "cpu")  # ~2.6 MB of weights: a save takes long enough to be hit mid-way
     step = (find_latest_step(d) or 0) + 1
@@ -98,6 +98,7 @@ def saver(d):
             for p in model.parameters():
                 p.fill_(float(step))  # the weights tell which step they belong to
         save_checkpoint(d, step, model, meta=dict(model_config=cfg.to_dict()), keep_last=2)
+        os.write(progress_fd, b".")  # one byte per completed save
         step += 1
 
 
@@ -105,17 +106,27 @@ def test_sigkill_during_save_never_breaks_latest(tmp_path):
     d = str(tmp_path / "ckpt")
     rng = random.Random(0)
     git_sha()  # cached before forking, so the children spend their time saving, not running git
+    t0 = time.perf_counter()
+    save_checkpoint(str(tmp_path / "probe"), 1, build_model(GPTConfig(sequence_len=16, vocab_size=4096, n_layer=2,
+                    n_head=2, n_kv_head=2, n_embd=128), "cpu"))
+    t_save = time.perf_counter() - t0  # scale the kill times to this machine's (current) speed
     seen = set()
     for kill in range(30):
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: never returns into pytest
             try:
-                saver(d)
+                os.close(r)
+                saver(d, w)
             finally:
                 os._exit(1)
-        time.sleep(rng.uniform(0.0, 0.15))
+        os.close(w)
+        if kill % 2 == 0:
+            os.read(r, 1)  # every other time, let one save complete first: progress despite a loaded machine
+        time.sleep(rng.uniform(0.0, 1.5 * t_save))  # then kill at a random moment of a save
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        os.close(r)
         step = find_latest_step(d)
         if step is None:
             continue
