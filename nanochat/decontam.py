@@ -243,3 +243,22 @@ def load_eval_sets(names, source="offline", log=print):
         except (ValueError, RuntimeError, FileNotFoundError, OSError, ImportError) as e:
             log(f"[decontam] skipping eval set {name}: {str(e)[:120]}")
     return out
+
+
+def decontaminate_task(task, name, source="offline", action="drop", eval_names=None, log=print):
+    """
+    One training Task that does not come through chat_data (e.g. RL's prompts) checked against the evaluation
+    sets: the task with its contaminating items dropped (action "drop"), and the one-line summary (logged).
+    """
+    import os
+    from nanochat.common import get_base_dir
+    from nanochat.report import get_report
+    from nanochat.task_eval import EVAL_TASKS
+    eval_sets = eval_fingerprints(eval_names or EVAL_TASKS, source, os.path.join(get_base_dir(), "decontam"), log=log)
+    kept, report = decontaminate([(name, task)], eval_sets, action=action)
+    summary = summarize(report)
+    log(f"[data] {name} decontamination against {len(eval_sets)} eval sets: {summary}")
+    get_report().log(f"Decontamination ({name})", [{"eval sets": [n for n, _ in eval_sets]}, report])
+    if not kept:
+        raise ValueError(f"decontamination dropped the whole training set {name}; use action 'drop' or 'report'")
+    return kept[0][1], summary

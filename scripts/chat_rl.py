@@ -40,6 +40,7 @@ import torch.distributed as dist
 from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, load_model, save_checkpoint,
                                  get_rng_state, set_rng_state)
+from nanochat.decontam import decontaminate_task
 from nanochat.engine import Engine
 from nanochat.optim import setup_optimizer
 from nanochat.policy import (ADVANTAGES, collate, token_logprobs, compute_advantages, nonconstant_groups,
@@ -154,6 +155,8 @@ def make_tasks():
 
 
 train_task, held_task = make_tasks()
+if args.task == "gsm8k":  # 8-gram decontamination (nanochat/decontam.py); the 1M synthetic prompts use templates disjoint from their test splits
+    train_task = decontaminate_task(train_task, "rl-gsm8k", source="hf", log=print0)[0]
 is_math = args.task in ("synthmath", "gsm8k")
 engine = Engine(model, tokenizer)
 assistant_end = tokenizer.encode_special("<|assistant_end|>")

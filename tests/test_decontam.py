@@ -184,3 +184,13 @@ def test_stage_loading_drops_and_reports(tmp_path, monkeypatch):
     assert sum(leaks(c) for c in full) == removed
     assert not any(leaks(c) for c in dropped)
     assert os.path.exists(tmp_path / "report" / "decontamination-sft.md")
+
+
+def test_decontaminate_task_for_rl_prompts(tmp_path, monkeypatch):
+    from nanochat.decontam import decontaminate_task
+    from nanochat.task_eval import get_eval_task
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+    leaked = get_eval_task("MCQ", "offline")[3]
+    prompts = ConversationList([conv(FILLER[0]), leaked, conv(FILLER[1])])
+    kept, summary = decontaminate_task(prompts, "rl-test", eval_names=["MCQ"], log=lambda *a: None)
+    assert [c["messages"][0]["content"] for c in kept] == FILLER and summary == "drop: removed 1 (rl-test 1)"
