@@ -49,9 +49,10 @@ def test_control_fraction_within_budget():
 
 
 def test_scaling_is_mean_pairwise_slope():
-    pts = [(20, 0.5), (0, 0.0), (10, 0.5)]  # unsorted on purpose
-    # pairs: (0,10): 0.05, (0,20): 0.025, (10,20): 0.0 -> mean 0.025
-    assert scaling(pts) == pytest.approx(0.025)
+    pts = [(30, 0.5), (0, 0.0), (10, 0.5)]  # unsorted on purpose
+    # all pairs: (0,10): 0.05, (0,30): 0.5/30, (10,30): 0.0 -> mean 0.02222; neither the mean of consecutive
+    # slopes (0.025) nor the end-to-end slope (0.01667)
+    assert scaling(pts) == pytest.approx((0.05 + 0.5 / 30 + 0.0) / 3)
     # on a line the mean slope is the line's slope, whatever the spacing
     line = [(x, 0.1 + 0.003 * x) for x in (4, 9, 30, 31, 100)]
     assert scaling(line) == pytest.approx(0.003)
