@@ -100,8 +100,9 @@ def _train_chat_model(tok, steps=300, seed=0):
 
 
 def _random_long_model(tok, seed=0):
-    """A random GPT with a 4096-token context that (almost) never ends its turn: ideal for long generations."""
-    cfg = GPTConfig(sequence_len=4096, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    """A random GPT with a 16384-token context that (almost) never ends its turn: ideal for long generations
+    (long enough in time that a loaded machine's browser still sees it running when it clicks Stop)."""
+    cfg = GPTConfig(sequence_len=16384, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
     model = build_model(cfg, "cpu", torch.float32)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
