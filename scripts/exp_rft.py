@@ -34,6 +34,7 @@ parser.add_argument("--mix", type=str, default="synthmath12:8000", help="the SFT
 parser.add_argument("--questions", type=str, default="synthmath12:500", help="questions RFT samples on (the first items of the SFT data)")
 parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (fresh train-distribution items, seed 1000)")
 parser.add_argument("--eval-seed", type=int, default=1000, help="SynthMath seed of the held-out problems (SFT uses 0)")
+parser.add_argument("--rft-flags", type=str, default="", help="extra flags for every chat_rft run (e.g. --use-tools)")
 parser.add_argument("--train-flags", type=str, default="--init-lr-frac 1.0 --examples-per-step 32 --eval-every -1 --eval-tasks '' --data offline",
                     help="flags passed to every chat_sft / chat_rft training")
 args = parser.parse_args()
@@ -101,7 +102,7 @@ for seed in seeds:
     for name, tag, sources, k in variants:
         if not trained("rft", tag):
             run("scripts.chat_rft", f"--sources {sources} --num-samples {k} --questions {args.questions} "
-                                    f"--source base --model-tag s{seed} --output-tag {tag} --seed {seed}")
+                                    f"--source base --model-tag s{seed} --output-tag {tag} --seed {seed} {args.rft_flags}")
         res = evaluate("rft", tag)
         diff, se = paired_difference(sft["items"], res["items"])
         stats = rft_stats(tag)
