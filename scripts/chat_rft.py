@@ -9,6 +9,10 @@ outputs, so a kept path's arithmetic is the model's, checked with the safe calcu
 its final answer is right and every equation in it is true; among paths with the same equation list (spaces
 removed) the one farthest (summed character Levenshtein distance) from the other kept paths stays.
 `--sources a,b,c` pools the paths of several checkpoints before that selection (the paper's union).
+`--use-tools` samples with the calculator ON: our SFT data gives tool outputs (mask 0: the calculator writes
+them), so a model never learns to write them itself, and with the tool off a small model's outputs are
+wrong (docs/rft.md: 0 of 12,800 paths of a d2 model were right). With the tool on the equations are true by
+construction; the final-answer check still decides.
 
     python -m scripts.chat_rft --sources sft --questions synthmath12:1000 --num-samples 16   # CPU/offline
     python -m scripts.chat_rft --sources sft:s0,sft:s1,sft:s2 --source base --model-tag s0   # union of 3 models
