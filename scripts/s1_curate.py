@@ -92,9 +92,19 @@ pool_task = SynthMath("train", size=args.pool, seed=args.pool_seed, max_number=a
 pool = [pool_task[i] for i in range(args.pool)]
 print0(f"pool: {args.pool} SynthMath-think problems (seed {args.pool_seed}); weak model "
        f"{args.weak_source}/{weak_meta['tag']} step {weak_meta['step']}")
-weak_eval = evaluate_task(weak, tokenizer, pool_task, name="pool", max_new_tokens=args.max_new_tokens)
-solved = [it["correct"] for it in weak_eval["items"]]  # the weak model answers the plain question, tools on
-print0(f"weak model solves {sum(solved)}/{args.pool} = {weak_eval['accuracy']:.3f} of the pool ({time.time() - t0:.0f}s)")
+# the weak model's verdicts are the slow part: kept per (checkpoint, pool) and reused by later runs
+weak_path = os.path.join(out_dir, f"weak_{args.weak_source}_{weak_meta['tag']}_{weak_meta['step']}_pool{args.pool}_"
+                                  f"seed{args.pool_seed}_max{args.max_number}_tok{args.max_new_tokens}.json")
+if os.path.exists(weak_path):
+    with open(weak_path) as f:
+        solved = json.load(f)["solved"]
+    print0(f"weak model verdicts reused from {weak_path}")
+else:
+    weak_eval = evaluate_task(weak, tokenizer, pool_task, name="pool", max_new_tokens=args.max_new_tokens)
+    solved = [it["correct"] for it in weak_eval["items"]]  # the weak model answers the plain question, tools on
+    with open(weak_path, "w") as f:
+        json.dump(dict(solved=solved), f)
+print0(f"weak model solves {sum(solved)}/{args.pool} = {sum(solved) / args.pool:.3f} of the pool ({time.time() - t0:.0f}s)")
 del weak
 
 # -----------------------------------------------------------------------------
