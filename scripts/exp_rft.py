@@ -34,6 +34,7 @@ parser.add_argument("--mix", type=str, default="synthmath12:8000", help="the SFT
 parser.add_argument("--questions", type=str, default="synthmath12:500", help="questions RFT samples on (the first items of the SFT data)")
 parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (fresh train-distribution items, seed 1000)")
 parser.add_argument("--eval-seed", type=int, default=1000, help="SynthMath seed of the held-out problems (SFT uses 0)")
+parser.add_argument("--results", type=str, default=None, help="JSON file of the evaluations (default: <base_dir>/rft/experiment.json); one per concurrent run")
 parser.add_argument("--rft-flags", type=str, default="", help="extra flags for every chat_rft run (e.g. --use-tools)")
 parser.add_argument("--train-flags", type=str, default="--init-lr-frac 1.0 --examples-per-step 32 --eval-every -1 --eval-tasks '' --data offline",
                     help="flags passed to every chat_sft / chat_rft training")
@@ -41,7 +42,7 @@ args = parser.parse_args()
 
 seeds = [int(s) for s in args.seeds.split(",")]
 ks = sorted((int(k) for k in args.ks.split(",")), reverse=True)  # the largest first: smaller k reuse its samples
-results_path = os.path.join(get_base_dir(), "rft", "experiment.json")
+results_path = args.results or os.path.join(get_base_dir(), "rft", "experiment.json")
 results = json.load(open(results_path)) if os.path.exists(results_path) else {}
 
 # -----------------------------------------------------------------------------
