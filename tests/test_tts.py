@@ -3,6 +3,11 @@ Tests for nanochat/tts.py: thinking-token counts, majority vote, s1's Control / 
 hand computations, and a budget run through the real Engine with a scripted model.
 Run: python -m pytest tests/test_tts.py -q
 """
+import json
+import os
+import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +19,7 @@ from nanochat.tts import (control, majority_at, majority_vote, performance, run_
                           think_prompt, thinking_tokens)
 
 torch.set_num_threads(1)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S, E = 1000, 1001  # stand-ins for <|think_start|>, <|think_end|>
 
 # -----------------------------------------------------------------------------
@@ -142,3 +148,55 @@ def test_run_problems_budget_forcing_and_scoring(tok):
     recs = run_problems(engine, tok, task, [0], max_new_tokens=60, min_think_tokens=30, max_waits=1)
     assert recs[0]["think"] == [12 + len(tok.encode("Wait"))] and recs[0]["answers"] == ["7"]
     assert sweep_point(recs, min_tokens=30)["control"] == 0.0  # the floor was not reached: Control says so
+
+
+# -----------------------------------------------------------------------------
+# scripts/chat_tts.py end to end on a tiny random model
+
+
+def run_chat_tts(base_dir, *args):
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base_dir), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "scripts.chat_tts", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tts_base_dir(tmp_path_factory):
+    """The tiny tokenizer and a random 1-layer model saved as sft/t: it babbles, so the budgets do all the work."""
+    from nanochat.checkpoint import save_checkpoint
+    from nanochat.gpt import GPTConfig, build_model
+    from tests.tiny_model import tiny_base_dir
+    base = tmp_path_factory.mktemp("tts")
+    shutil.copytree(os.path.join(tiny_base_dir(), "tokenizer"), base / "tokenizer")
+    vocab = Tokenizer.from_directory(str(base / "tokenizer")).get_vocab_size()
+    torch.manual_seed(0)
+    cfg = GPTConfig(sequence_len=256, vocab_size=vocab, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    save_checkpoint(str(base / "checkpoints" / "sft" / "t"), 1, build_model(cfg, torch.device("cpu")),
+                    meta=dict(model_config=cfg.to_dict()))
+    return base
+
+
+def test_chat_tts_script_budgets_hold_and_outputs(tts_base_dir):
+    r = run_chat_tts(tts_base_dir, "--num-problems", "2", "--task-seeds", "5,6", "--max-think", "0,3,none",
+                     "--min-think", "6", "--num-samples", "2", "--max-new-tokens", "12")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.load(open(tts_base_dir / "tts" / "t" / "results.json"))
+    assert [run["task_seed"] for run in res["runs"]] == [5, 6]
+    for run in res["runs"]:
+        caps = {p["budget"]: p for p in run["max_think"]}
+        assert set(caps) == {0, 3, None}
+        assert all(t == 0 for rec in caps[0]["records"] for t in rec["think"])
+        assert all(t <= 3 for rec in caps[3]["records"] for t in rec["think"])
+        assert all(t <= 12 for rec in caps[None]["records"] for t in rec["think"])
+        assert [p["budget"] for p in run["parallel"]] == [1, 2]
+        assert all(len(rec["answers"]) == 2 for rec in run["parallel_records"])
+    assert res["metrics"]["control"] == 1.0  # max budgets always hold
+    assert (tts_base_dir / "tts" / "t" / "tts.svg").read_text().startswith("<svg")
+    assert (tts_base_dir / "report" / "test-time-scaling-t.md").exists()
+
+
+def test_chat_tts_script_clear_errors(tts_base_dir):
+    r = run_chat_tts(tts_base_dir, "--max-think", "8,lots")
+    assert r.returncode != 0 and "bad budget 'lots'" in r.stderr and "Traceback" not in r.stderr
+    r = run_chat_tts(tts_base_dir, "--model-tag", "nope", "--num-problems", "1")
+    assert r.returncode != 0 and "error" in (r.stdout + r.stderr) and "Traceback" not in r.stderr
