@@ -10,7 +10,7 @@ inference, measured three ways on held-out SynthMath problems (the think=True va
    (one run of N samples; smaller N are its first samples).
 
 Printed and reported: per point the accuracy and mean thinking tokens; s1's Control (fraction of runs within
-the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, reported per 100 tokens) and
+the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, in accuracy points (%) per token) and
 Performance (best accuracy) of the max-budget sweep; and an SVG plot of accuracy vs thinking tokens per problem.
 Everything runs once per problem set of --task-seeds (disjoint held-out sets, their own sampling seeds) and is
 reported as mean +- std over the sets.
@@ -146,7 +146,7 @@ def run_sweeps(task, seed):
     slope = scaling(points)
     res["metrics"] = {
         "control": sum(p["control"] for p in res["max_think"]) / len(points) if points else None,
-        "scaling_per_100_tokens": None if slope is None else 100 * slope,
+        "scaling_points_per_token": None if slope is None else 100 * slope,  # accuracy in %, per thinking token
         "performance": performance(points) if points else None,
         "min_think_control": (sum(p["control"] for p in res["min_think"]) / len(res["min_think"])
                               if res["min_think"] else None),

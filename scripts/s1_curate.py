@@ -28,7 +28,6 @@ Outputs: <base_dir>/s1/*.jsonl, stats.json, compare.json; checkpoints sft/s1_<ar
 import os
 import re
 import json
-import math
 import time
 import random
 import argparse
