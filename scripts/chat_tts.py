@@ -12,9 +12,12 @@ inference, measured three ways on held-out SynthMath problems (the think=True va
 Printed and reported: per point the accuracy and mean thinking tokens; s1's Control (fraction of runs within
 the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, in accuracy points (%) per token) and
 Performance (best accuracy) of the max-budget sweep; and an SVG plot of accuracy vs thinking tokens per problem.
-Everything runs once per problem set of --task-seeds (disjoint held-out sets, their own sampling seeds) and is
+Everything runs once per problem set of --task-seeds (independently drawn held-out sets, each with its own sampling seed) and is
 reported as mean +- std over the sets.
 
+A thinking model first (SFT on the think=True data; inputs <= 10 so a tiny CPU model can do the arithmetic):
+    python -m scripts.chat_sft --source mid --mix synthmath-think-small:8000 --val-mix synthmath-think-small:100 --output-tag think10
+Then:
     python -m scripts.chat_tts --source sft --model-tag think10               # CPU, defaults below
     python -m scripts.chat_tts --max-think 0,4,8,16,none --min-think 40 --num-samples 8 --num-problems 200
     python -m scripts.chat_tts --device-type cuda --num-problems 500          # one GPU (single process)
