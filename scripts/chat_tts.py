@@ -10,10 +10,10 @@ inference, measured three ways on held-out SynthMath problems (the think=True va
    (one run of N samples; smaller N are its first samples).
 
 Printed and reported: per point the accuracy and mean thinking tokens; s1's Control (fraction of runs within
-the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, in accuracy points (%) per token) and
-Performance (best accuracy) of the max-budget sweep; and an SVG plot of accuracy vs thinking tokens per problem.
-Everything runs once per problem set of --task-seeds (independently drawn held-out sets, each with its own sampling seed) and is
-reported as mean +- std over the sets.
+the budget asked), Scaling (mean pairwise slope of accuracy over thinking tokens, in accuracy points (%) per
+token) and Performance (best accuracy) of the max-budget sweep; and an SVG plot of accuracy vs thinking tokens
+per problem. Everything runs once per problem set of --task-seeds (independently drawn held-out sets, each with
+its own sampling seed) and is reported as mean +- std over the sets.
 
 A thinking model first (SFT on the think=True data; inputs <= 10 so a tiny CPU model can do the arithmetic):
     python -m scripts.chat_sft --source mid --mix synthmath-think-small:8000 --val-mix synthmath-think-small:100 --output-tag think10
