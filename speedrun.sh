@@ -3,7 +3,8 @@
 #
 #   bash speedrun.sh                 # auto: full run on a GPU node with internet, small offline run otherwise
 #   bash speedrun.sh --offline       # force the small offline CPU default
-#   bash speedrun.sh --depth 12      # override the model depth of the full run
+#   bash speedrun.sh --depth 12      # override the model depth
+#   bash speedrun.sh --micro DIR --skip-setup   # every stage at toy sizes on text files in DIR (the test suite)
 #
 # Modes (chosen automatically and announced):
 #   online GPU : FineWeb-EDU shards, 65536-token tokenizer on ~2B chars, d20 at the Chinchilla ratio, ...
@@ -14,12 +15,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 MODE=auto
 DEPTH=""
+MICRO=0
+SKIP_SETUP=0
+LOCAL_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --offline) MODE=offline ;;
         --online) MODE=online ;;
         --depth) DEPTH="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --micro) MODE=offline; MICRO=1; LOCAL_DIR="$2"; shift ;;   # tiny sizes on a corpus from DIR (the test suite)
+        --skip-setup) SKIP_SETUP=1 ;;                             # use the python on PATH as it is
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "speedrun.sh: unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -27,8 +33,10 @@ done
 
 # -----------------------------------------------------------------------------
 # setup (idempotent)
-bash scripts/setup.sh
-source .venv/bin/activate
+if [ "$SKIP_SETUP" = 0 ]; then
+    bash scripts/setup.sh
+    source .venv/bin/activate
+fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 
 # -----------------------------------------------------------------------------
@@ -79,31 +87,48 @@ if [ "$MODE" = online ]; then
     fi
 else
     # ---------------------------------------------------------------------------------------------------------
-    # the offline default: a tiny model through every stage in well under an hour on a 2-core CPU, with a
-    # report that shows each stage's effect (paired standard errors on >= 400 held-out problems)
-    DEPTH="${DEPTH:-2}"
-    EVAL=(-a "ARC-Easy|ARC-Challenge|MMLU|GSM8K|HumanEval" -x 100 -m 256)
-    HELD_OUT=(-a "SynthMath12" -x 500 -m 128)
-    stage data python -m nanochat.dataset --local
-    stage tokenizer python -m scripts.tok_train --vocab-size 4096 --max-chars 20000000
+    # the offline default: a tiny model through every stage on a 2-core CPU, with a report that shows each
+    # stage's effect with paired standard errors on >= 400 held-out problems. --micro shrinks every size so the
+    # test suite can run the whole pipeline in a few minutes (tests/test_speedrun.py).
+    if [ "$MICRO" = 1 ]; then
+        DEPTH="${DEPTH:-1}"; VOCAB=512; MAX_CHARS=2000000; CORE_N=2
+        BASE_SIZE=(--max-seq-len 128 --device-batch-size 4 --total-batch-size 512 --num-iterations 20 --eval-every 10 --eval-tokens 4096)
+        CHAT_SIZE=(--num-iterations 4 --device-batch-size 4 --eval-every -1 --eval-batches 2 --eval-tasks "")
+        MID_MIX=(--mix "synthmath:60,mcq:30,spelling:10")
+        SFT_MIX=(--mix "synthmath12:60,mcq:20" --examples-per-step 8)
+        EVAL=(-a "ARC-Easy|SynthMath12" -x 4 -m 32)
+        HELD_OUT=(-a "SynthMath12" -x 8 -m 32)
+        RL_SIZE=(--num-steps 2 --prompts-per-step 2 --num-samples 2 --eval-problems 4 --max-new-tokens 32 --pass-k 0)
+        DATA_CMD=(python -m nanochat.dataset --local-dir "$LOCAL_DIR")
+    else
+        DEPTH="${DEPTH:-2}"; VOCAB=4096; MAX_CHARS=20000000; CORE_N=200
+        BASE_SIZE=(--max-seq-len 256 --device-batch-size 16 --total-batch-size 4096 --num-iterations 400 --eval-every 100)
+        CHAT_SIZE=()
+        MID_MIX=()
+        SFT_MIX=()
+        EVAL=(-a "ARC-Easy|ARC-Challenge|MMLU|GSM8K|HumanEval" -x 100 -m 256)
+        HELD_OUT=(-a "SynthMath12" -x 500 -m 128)
+        RL_SIZE=(--num-steps 40 --prompts-per-step 8 --num-samples 8 --eval-problems 400 --max-new-tokens 128 --pass-k 4 --pass-k-problems 50)
+        DATA_CMD=(python -m nanochat.dataset --local)
+    fi
+    stage data "${DATA_CMD[@]}"
+    stage tokenizer python -m scripts.tok_train --vocab-size "$VOCAB" --max-chars "$MAX_CHARS"
     stage tok_eval python -m scripts.tok_eval
-    stage base python -m scripts.base_train --depth "$DEPTH" --max-seq-len 256 --device-batch-size 16 \
-        --total-batch-size 4096 --num-iterations 400 --eval-every 100 --sample-every 200 --core-every -1
+    stage base python -m scripts.base_train --depth "$DEPTH" "${BASE_SIZE[@]}" --sample-every -1 --core-every -1
     stage base_loss python -m scripts.base_loss
-    stage base_eval python -m scripts.base_eval --max-per-task 200
-    stage mid python -m scripts.mid_train --data offline
-    stage sft python -m scripts.chat_sft --data offline
+    stage base_eval python -m scripts.base_eval --max-per-task "$CORE_N"
+    stage mid python -m scripts.mid_train --data offline "${MID_MIX[@]}" "${CHAT_SIZE[@]}"
+    stage sft python -m scripts.chat_sft --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}"
     # the value of pretraining: the same SFT from re-initialized weights (no pretraining, no mid-training)
-    stage sft_scratch python -m scripts.chat_sft --data offline --from-scratch --output-tag scratch
+    stage sft_scratch python -m scripts.chat_sft --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}" --from-scratch --output-tag scratch
     stage sft_eval python -m scripts.chat_eval -i sft "${EVAL[@]}"
     stage sft_heldout python -m scripts.chat_eval -i sft "${HELD_OUT[@]}" --out "$BASE/eval/sft_heldout.json"
     stage scratch_heldout python -m scripts.chat_eval -i sft -g scratch "${HELD_OUT[@]}" --out "$BASE/eval/scratch_heldout.json"
     stage compare python -m scripts.eval_compare "$BASE/eval/scratch_heldout.json" "$BASE/eval/sft_heldout.json" \
         --name "value of pretraining (SFT from base+mid vs SFT from scratch)"
-    # RL with the recipe from docs/rl_recipe.md; chat_rl reports its own paired held-out comparison vs SFT
-    stage rl python -m scripts.chat_rl --min-steps 2 --max-steps 4 --eval-split fresh --max-new-tokens 128 \
-        --prompts-per-step 8 --num-samples 8 --num-steps 40 --temperature 0.6 --drop-constant-groups \
-        --pass-k 4 --pass-k-problems 50 --eval-every -1 --eval-problems 400
+    # RL with the recipe of docs/rl_recipe.md; chat_rl reports its own paired held-out comparison with its start
+    stage rl python -m scripts.chat_rl --source sft --min-steps 2 --max-steps 4 --eval-split fresh --temperature 0.6 \
+        --drop-constant-groups --eval-every -1 "${RL_SIZE[@]}"
     stage rl_eval python -m scripts.chat_eval -i rl "${EVAL[@]}"
 fi
 

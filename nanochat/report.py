@@ -136,6 +136,12 @@ class Report:
     def log(self, section, data, summary=None, column=None):
         """Write one section. data: list of dicts / strings; summary: {metric: value} for the table's `column`."""
         slug = slugify(section)
+        n = 2
+        while os.path.exists(os.path.join(self.dir, f"{slugify(section)}.json")) and n < 1000:
+            # a stage run twice (an ablation, a second eval) gets a second section, never overwrites the first
+            section = f"{section.rsplit(' #', 1)[0]} #{n}"
+            n += 1
+        slug = slugify(section)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         md = [f"## {section}", f"timestamp: {stamp}", ""] + [_format_item(x) + "\n" for x in data]
         with open(os.path.join(self.dir, f"{slug}.md"), "w") as f:
@@ -163,7 +169,8 @@ class Report:
             with open(path) as f:
                 recs.append(json.load(f))
         rank = {name: i for i, name in enumerate(SECTION_ORDER)}
-        return sorted(recs, key=lambda r: (rank.get(r["section"], len(rank)), r["time"]))
+        base_name = lambda r: r["section"].rsplit(" #", 1)[0]  # "Chat SFT #2" sorts with "Chat SFT"
+        return sorted(recs, key=lambda r: (rank.get(base_name(r), len(rank)), r["time"]))
 
     def _summary_table(self, recs):
         columns = list(SUMMARY_COLUMNS)

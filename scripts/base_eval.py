@@ -17,6 +17,7 @@ import argparse
 from nanochat.common import compute_init, compute_cleanup, print0, get_base_dir
 from nanochat.checkpoint import load_model
 from nanochat.core_eval import evaluate_core
+from nanochat.report import get_report
 
 parser = argparse.ArgumentParser(description="CORE evaluation of a base model checkpoint.")
 parser.add_argument("--model-tag", type=str, default=None, help="checkpoint tag under checkpoints/base (default: newest)")
@@ -46,4 +47,7 @@ if ci.rank == 0:
     with open(path, "w") as f:
         json.dump(dict(out, tag=meta["tag"], step=meta["step"], max_per_task=args.max_per_task), f, indent=2)
     print0(f"wrote {path}")
+get_report().log("Base model evaluation", [vars(args), {
+    "CORE": out["core"], "tasks available": ", ".join(out["available"]), "tasks missing": ", ".join(out["missing"]) or "none"}],
+    summary={"CORE": out["core"]}, column="base")
 compute_cleanup()

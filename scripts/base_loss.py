@@ -14,6 +14,7 @@ from nanochat.checkpoint import load_model
 from nanochat.dataloader import DataLoader
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes
+from nanochat.report import get_report
 
 parser = argparse.ArgumentParser(description="Bits per byte and samples of a base model checkpoint.")
 parser.add_argument("--model-tag", type=str, default=None, help="checkpoint tag under checkpoints/base (default: newest)")
@@ -34,13 +35,20 @@ T = model.config.sequence_len
 token_bytes = get_token_bytes(tokenizer, ci.device)
 steps = max(1, args.eval_tokens // (args.device_batch_size * T * ci.world_size))
 print0(f"base/{meta['tag']} step {meta['step']}: {steps} batches of {args.device_batch_size}x{T} per split")
+bpb = {}
 for split in ("train", "val"):
     loader = DataLoader(tokenizer, args.device_batch_size, T, split, device=ci.device)
-    print0(f"{split} bpb: {evaluate_bpb(model, loader, steps, token_bytes):.4f}")
+    bpb[split] = evaluate_bpb(model, loader, steps, token_bytes)
+    print0(f"{split} bpb: {bpb[split]:.4f}")
 
+samples = []
 if ci.rank == 0:
     for prompt in ["The capital of France is", "The chemical symbol of gold is", "The planets of the solar "
                    "system are:", "If 5*x + 3 = 13, then x is", "The opposite of hot is"]:
         ids = tokenizer.encode(prompt, prepend=tokenizer.get_bos_token_id())
-        print0("sample:", tokenizer.decode(ids + list(model.generate(ids, max_tokens=args.max_tokens))))
+        sample = tokenizer.decode(ids + list(model.generate(ids, max_tokens=args.max_tokens)))
+        samples.append(sample)
+        print0("sample:", sample)
+get_report().log("Base model loss", [vars(args), {"train bpb": bpb["train"], "val bpb": bpb["val"]},
+                                     "samples:\n" + "\n".join(f"- {s!r}" for s in samples)])
 compute_cleanup()

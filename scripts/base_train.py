@@ -28,6 +28,7 @@ from nanochat.optim import setup_optimizer
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
                                  get_rng_state, set_rng_state)
 from nanochat.loss_eval import evaluate_bpb
+from nanochat.report import get_report
 
 # -----------------------------------------------------------------------------
 # arguments (defaults that depend on the device are filled in below, from PRESETS)
@@ -267,6 +268,7 @@ for step in range(start_step, num_iterations + 1):
         model.eval()
         eval_steps = max(1, args.eval_tokens // tokens_per_fwdbwd)
         loop["val_bpb"] = evaluate_bpb(model, make_loader("val"), eval_steps, token_bytes)
+        loop.setdefault("first_val_bpb", loop["val_bpb"])  # kept in the checkpoint: the report's "before"
         print0(f"step {step:05d} | validation bpb {loop['val_bpb']:.4f}")
         logger.log(dict(step=step, val_bpb=loop["val_bpb"]))
         model.train()
@@ -335,5 +337,10 @@ for step in range(start_step, num_iterations + 1):
     logger.log(dict(step=step + 1, loss=train_loss, lrm=lrm, dt=dt, tok_per_sec=tok_per_sec, mfu=mfu))
 
 print0(f"done: step {step}, training time {loop['total_time'] / 60:.2f}m, val bpb {loop['val_bpb']}")
+get_report().log("Base model training", [vars(args), {
+    "parameters": model.num_params(), "FLOPs per token": num_flops_per_token, "iterations": num_iterations,
+    "tokens": num_iterations * args.total_batch_size, "training time (min)": loop["total_time"] / 60,
+    "val bpb at start": loop.get("first_val_bpb"), "val bpb at end": loop["val_bpb"]}],
+    summary={"val bpb": loop["val_bpb"]}, column="base")
 logger.finish()
 compute_cleanup()

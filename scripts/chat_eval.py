@@ -81,6 +81,8 @@ if is_master():
         summary["ChatCORE"] = chatcore
     rows = [{name: f"{r['accuracy']:.4f} +- {r['stderr']:.4f} (n={r['n']}{'' if r['full'] else ', slice'})"
              for name, r in results.items()}]
+    # an explicitly named tag (an ablation such as sft/scratch) gets its own column in the summary table
+    column = args.source if args.model_tag is None else f"{args.source}/{args.model_tag}"
     get_report().log(f"Chat evaluation {args.source}", [vars(args), dict(tag=meta["tag"], step=meta["step"],
-                     results_json=out, ChatCORE=chatcore), *rows], summary=summary, column=args.source)
+                     results_json=out, ChatCORE=chatcore), *rows], summary=summary, column=column)
 compute_cleanup()

@@ -13,6 +13,7 @@ import inspect
 
 import tiktoken
 
+from nanochat.report import get_report
 from nanochat.tokenizer import get_tokenizer
 
 parser = argparse.ArgumentParser(description="Bytes per token of our tokenizer vs GPT-2 / GPT-4 on several kinds of text")
@@ -85,10 +86,11 @@ for kind, text in samples():
     rows.append(row)
 
 names = list(encoders)
+lines = [f"{'text':<12} {'bytes':>8} " + " ".join(f"{n:>12}" for n in names) + "   (bytes per token)"]
+lines += [f"{row['text']:<12} {row['bytes']:>8} " + " ".join(f"{row[n]:>12.3f}" for n in names) for row in rows]
 print(f"vocab size: ours {ours.get_vocab_size()}")
-print(f"{'text':<12} {'bytes':>8} " + " ".join(f"{n:>12}" for n in names) + "   (bytes per token)")
-for row in rows:
-    print(f"{row['text']:<12} {row['bytes']:>8} " + " ".join(f"{row[n]:>12.3f}" for n in names))
+print("\n".join(lines))
+get_report().log("Tokenizer evaluation", [{"vocab size": ours.get_vocab_size()}, "```\n" + "\n".join(lines) + "\n```"])
 if args.json:
     with open(args.json, "w") as f:
         json.dump(rows, f, indent=1)

@@ -12,6 +12,7 @@ import glob
 import time
 import argparse
 
+from nanochat.report import get_report
 from nanochat.tokenizer import Tokenizer, get_tokenizer_dir, get_token_bytes
 
 # -----------------------------------------------------------------------------
@@ -75,4 +76,6 @@ token_bytes = get_token_bytes(tokenizer)
 nonzero = token_bytes[token_bytes > 0].float()
 print(f"vocab {tokenizer.get_vocab_size()}, bytes/token over the vocab: mean {nonzero.mean():.2f}, "
       f"max {int(nonzero.max())}; specials: {len(tokenizer.get_special_tokens())}")
-
+get_report().log("Tokenizer training", [vars(args), {
+    "train time (s)": round(train_time, 1), "vocab size": tokenizer.get_vocab_size(), "saved to": path,
+    "mean token bytes": round(float(nonzero.mean()), 3)}])

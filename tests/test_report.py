@@ -18,6 +18,7 @@ def test_sections_summary_and_plots(tmp_path, monkeypatch):
     report.log("Base model training", [{"depth": 4, "val bpb": 1.234567}], summary={"val bpb": 1.2346}, column="base")
     report.log("Chat RL", [{"steps": 10}], summary={"SynthMath": 0.625}, column="rl")
     report.log("My extra experiment", ["free text"])
+    report.log("Chat SFT", [{"from scratch": True}], summary={"SynthMath": 0.25}, column="sft/scratch")
     run = tmp_path / "runs" / "base_d4"
     run.mkdir(parents=True)
     with open(run / "metrics.jsonl", "w") as f:
@@ -28,13 +29,14 @@ def test_sections_summary_and_plots(tmp_path, monkeypatch):
     text = open(path).read()
 
     # every section, in canonical order, extras last
-    order = [text.index(f"## {s}") for s in ["Base model training", "Chat SFT", "Chat RL", "My extra experiment"]]
+    order = [text.index(f"## {s}\n") for s in ["Base model training", "Chat SFT", "Chat SFT #2", "Chat RL",
+                                                 "My extra experiment"]]
     assert order == sorted(order)
     # the summary table has the stage columns in pipeline order and the values
     table = text[text.index("## Summary"):text.index("## Base model training")]
-    assert "| metric | BASE | SFT | RL |" in table
-    assert "| SynthMath | - | 0.5000 | 0.6250 |" in table
-    assert "| val bpb | 1.2346 | - | - |" in table
+    assert "| metric | BASE | SFT | RL | SFT/SCRATCH |" in table
+    assert "| SynthMath | - | 0.5000 | 0.6250 | 0.2500 |" in table  # a second run never overwrites the first
+    assert "| val bpb | 1.2346 | - | - | - |" in table
     assert "- val bpb: 1.2346" in text  # floats formatted in sections
     # the loss plot exists, is SVG and is linked
     svg = open(os.path.join(report.dir, "loss.svg")).read()
