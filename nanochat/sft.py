@@ -296,7 +296,7 @@ def train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=None,
 
 
 # -----------------------------------------------------------------------------
-# the command-line flags that mid_train and chat_sft share (each script sets its own defaults)
+# the command-line side that mid_train and chat_sft share (each script sets its own defaults)
 
 
 def add_train_args(parser, defaults):
@@ -371,3 +371,34 @@ def load_input_model(args, device, log=print0):
         log("--from-scratch: weights re-initialized; nothing from the input checkpoint is kept but its config")
     model.train()
     return model, tokenizer, meta
+
+
+def apply_device_preset(args, presets, ci, log=print0):
+    """Fill every flag left at None from presets["gpu"] on CUDA, presets["cpu"] elsewhere, and log the settings."""
+    preset = presets["gpu" if ci.device_type == "cuda" else "cpu"]
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    log(f"device {ci.device} ({ci.device_type}), compute dtype {ci.dtype}, {ci.world_size} process(es); settings: "
+        + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
+
+
+def load_train_val(stage, args):
+    """(train_task, train_desc, val_task, val_desc) of --data/--mix/--val-mix; a bad mixture exits with one line."""
+    from nanochat.chat_data import load_stage_data
+    try:
+        train_task, train_desc = load_stage_data(stage, "train", args.data, args.mix)
+        val_task, val_desc = load_stage_data(stage, "val", args.data, args.val_mix)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    return train_task, train_desc, val_task, val_desc
+
+
+def train_chat_or_exit(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=None):
+    """train_chat for a script: a configuration that cannot work (or --resume with nothing to resume) exits
+    with its one-line error instead of a traceback."""
+    try:
+        return train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=meta_extra)
+    except (ValueError, FileNotFoundError) as e:
+        compute_cleanup()
+        raise SystemExit(f"error: {e}")

@@ -22,8 +22,8 @@ report section "Midtraining".
 import argparse
 
 from nanochat.common import compute_init, compute_cleanup, print0
-from nanochat.chat_data import load_stage_data
-from nanochat.sft import add_train_args, config_from_args, load_input_model, train_chat
+from nanochat.sft import (add_train_args, apply_device_preset, config_from_args, load_input_model, load_train_val,
+                          train_chat_or_exit)
 from nanochat.report import get_report
 
 # -----------------------------------------------------------------------------
@@ -41,23 +41,14 @@ args.schedule = "warmdown"
 ci = compute_init(args.device_type, seed=args.seed)
 PRESETS = dict(gpu=dict(device_batch_size=32, total_batch_size=524288, eval_every=150, eval_batches=20),
                cpu=dict(device_batch_size=8, total_batch_size=8192, eval_every=50, eval_batches=8))
-preset = PRESETS["gpu" if ci.device_type == "cuda" else "cpu"]
-for key, value in preset.items():
-    if getattr(args, key) is None:
-        setattr(args, key, value)
-print0(f"device {ci.device} ({ci.device_type}), compute dtype {ci.dtype}, {ci.world_size} process(es); settings: "
-       + ", ".join(f"{k}={getattr(args, k)}" for k in preset))
+apply_device_preset(args, PRESETS, ci)
 
 # -----------------------------------------------------------------------------
 # input model, data, configuration
 
 model, tokenizer, input_meta = load_input_model(args, ci.device)
 max_seq_len = args.max_seq_len or model.config.sequence_len
-try:
-    train_task, train_desc = load_stage_data("mid", "train", args.data, args.mix)
-    val_task, val_desc = load_stage_data("mid", "val", args.data, args.val_mix)
-except (ValueError, RuntimeError, FileNotFoundError) as e:
-    raise SystemExit(f"error: {e}")
+train_task, train_desc, val_task, val_desc = load_train_val("mid", args)
 if args.total_batch_size % max_seq_len:
     raise SystemExit(f"error: --total-batch-size {args.total_batch_size} must be a multiple of the row length "
                      f"{max_seq_len}; e.g. {max_seq_len * max(1, args.total_batch_size // max_seq_len)}")
@@ -70,11 +61,7 @@ source_info = dict(source=dict(stage=args.source, tag=input_meta["tag"], step=in
 # -----------------------------------------------------------------------------
 # train, report
 
-try:
-    summary = train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=source_info)
-except (ValueError, FileNotFoundError) as e:
-    compute_cleanup()
-    raise SystemExit(f"error: {e}")
+summary = train_chat_or_exit(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=source_info)
 stats = summary["loader_stats"]
 get_report().log("Midtraining", [vars(args), source_info["source"], {
     "train data": train_desc, "val data": val_desc, "steps": summary["steps"], "tokens": summary["tokens"],
