@@ -20,6 +20,9 @@ normalization choice (DAPO token-level, per-sequence mean, or Dr. GRPO's constan
 computed once for the full step, a step can be split into micro-batches (or ranks) and the gradients add up
 to exactly the full-batch gradient.
 
+The last section is the optimizer the post-training scripts share (chat_rl, chat_dpo, chat_distill): its
+flags, its construction and the lr schedule hook.
+
     python -m pytest tests/test_policy.py -q
 """
 import torch
@@ -272,3 +275,43 @@ def tokenizer_mismatch(a, b):
     if a.encode(probe) != b.encode(probe):
         return "the same text encodes to different ids (different BPE merges)"
     return None
+
+
+# -----------------------------------------------------------------------------
+# the optimizer of the post-training scripts (chat_rl, chat_dpo, chat_distill)
+
+OPTIMIZERS = ("muon", "adamw")
+
+
+def add_optimizer_args(parser):
+    """The optimizer flags; make_optimizer(model, args.optimizer, args.init_lr_frac, args.lr) reads them."""
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="muon", help="muon: the training MuonAdamW at --init-lr-frac of its lrs (nanochat) | adamw: AdamW on every parameter at --lr")
+    parser.add_argument("--init-lr-frac", type=float, default=0.05, help="muon: fraction of the base lrs (0.2 embedding, 0.004 lm_head, 0.02 matrices)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="adamw: learning rate")
+
+
+def make_optimizer(model, kind="muon", init_lr_frac=0.05, lr=1e-4):
+    """
+    muon: the pretraining MuonAdamW (nanochat/optim.py) with every lr scaled by init_lr_frac, as nanochat's RL
+    does (the model is trained: small steps). adamw: plain AdamW at `lr` on every parameter, no weight decay
+    (one process only: it does not average gradients over ranks). Every group gets "initial_lr", the lr that
+    set_lr_multiplier scales.
+    """
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer {kind!r}: expected one of {', '.join(OPTIMIZERS)}")
+    if kind == "muon":
+        from nanochat.optim import setup_optimizer
+        optimizer = setup_optimizer(model)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = group["initial_lr"] * init_lr_frac
+        return optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    return optimizer
+
+
+def set_lr_multiplier(optimizer, multiplier):
+    """lr = initial_lr * multiplier for every group (the schedule is the caller's: e.g. 1 - step / num_steps)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * multiplier

@@ -35,10 +35,10 @@ import torch
 from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
 from nanochat.checkpoint import checkpoint_dir, load_model, model_from_checkpoint, save_checkpoint
 from nanochat.engine import Engine
-from nanochat.optim import setup_optimizer
 from nanochat.policy import (collate, token_logprobs, compute_advantages, loss_weights, pg_token_loss,
-                             reverse_kl_advantages, tokenizer_mismatch)
-from nanochat.rollout import sample_group
+                             reverse_kl_advantages, tokenizer_mismatch, add_optimizer_args, make_optimizer,
+                             set_lr_multiplier)
+from nanochat.rollout import prompt_tasks, sample_group, step_prompts
 from nanochat.task_eval import evaluate_task, paired_difference
 
 # -----------------------------------------------------------------------------
@@ -72,9 +72,7 @@ parser.add_argument("--reward-coef", type=float, default=0.0, help="weight of th
 parser.add_argument("--advantage", choices=["mean", "grpo"], default="mean", help="how the task reward is centred within a group: r - mean, or GRPO's (r - mean) / std (arXiv 2402.03300)")
 parser.add_argument("--clip-eps", type=float, default=0.2, help="PPO ratio clip against the sampling log-probs")
 # optimization
-parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="muon: MuonAdamW at --init-lr-frac of its lrs | adamw: AdamW at --lr")
-parser.add_argument("--init-lr-frac", type=float, default=0.05, help="muon: fraction of the base lrs")
-parser.add_argument("--lr", type=float, default=1e-4, help="adamw: learning rate")
+add_optimizer_args(parser)  # --optimizer, --init-lr-frac, --lr
 parser.add_argument("--device-batch-size", type=int, default=16, help="rows per forward/backward pass")
 # evaluation and runtime
 parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy pass@1 every N steps (-1: start and end only)")
@@ -127,11 +125,8 @@ print0(f"chat_distill ({args.mode}): student {args.source}/{input_meta['tag']} (
        f"<- teacher {teacher_name} ({teacher.num_params():,} params); teacher-coef {args.teacher_coef} "
        f"reward-coef {args.reward_coef}")
 
-from tasks.synthmath import SynthMath
-kw = dict(min_steps=args.min_steps, max_steps=args.max_steps)
-train_task = SynthMath("train", size=1_000_000, seed=args.task_seed, **kw)
-held_task = (SynthMath("test", size=10_000, seed=0, **kw) if args.eval_split == "test"
-             else SynthMath("train", size=10_000, seed=args.task_seed + 1000, **kw))
+train_task, held_task = prompt_tasks("synthmath", args.task_seed, args.eval_split, min_steps=args.min_steps,
+                                     max_steps=args.max_steps)
 engine = Engine(model, tokenizer)
 teacher_engine = Engine(teacher, tokenizer)
 pad_id = tokenizer.get_bos_token_id()
@@ -145,14 +140,7 @@ def held_out_eval(n):
 # -----------------------------------------------------------------------------
 # optimizer, logging, the starting point
 
-if args.optimizer == "muon":
-    optimizer = setup_optimizer(model)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = group["initial_lr"] * args.init_lr_frac
-else:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    for group in optimizer.param_groups:
-        group["initial_lr"] = args.lr
+optimizer = make_optimizer(model, args.optimizer, args.init_lr_frac, args.lr)
 logger = MetricsLogger(args.run or f"distill_{tag}_{args.mode}", config=vars(args))
 t_start = time.time()
 start = held_out_eval(args.eval_problems)
@@ -165,17 +153,15 @@ logger.log({"step": 0, "eval_pass@1": start["accuracy"], "student_samples": 0})
 
 for step in range(args.num_steps):
     t0 = time.time()
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * (1.0 - step / args.num_steps)
+    set_lr_multiplier(optimizer, 1.0 - step / args.num_steps)
 
     # 1) samples: the student's (on-policy) or the teacher's (off-policy), with their task rewards
     sampler = engine if args.mode == "onpolicy" else teacher_engine
     rows, masks, rewards = [], [], []
-    for i in range(args.prompts_per_step):
-        index = (step * args.prompts_per_step + i) % len(train_task)
+    for index, seed in step_prompts(step, args.prompts_per_step, len(train_task), args.seed):
         conversation = train_task[index]
         g = sample_group(sampler, tokenizer, conversation, args.num_samples, args.max_new_tokens,
-                         args.temperature, args.top_k, seed=args.seed + 1_000_003 * step + index)
+                         args.temperature, args.top_k, seed=seed)
         rows += g.rows
         masks += g.masks
         rewards.append([float(train_task.reward(conversation, t)) for t in g.texts])

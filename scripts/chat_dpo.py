@@ -39,10 +39,11 @@ import torch
 from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
 from nanochat.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from nanochat.engine import Engine
-from nanochat.optim import setup_optimizer
-from nanochat.policy import dpo_loss, sequence_logprob_stats, token_logprobs, tokenizer_mismatch
+from nanochat.policy import (dpo_loss, sequence_logprob_stats, token_logprobs, tokenizer_mismatch, add_optimizer_args,
+                             make_optimizer, set_lr_multiplier)
 from nanochat.preference import (VerifierJudge, CheckpointJudge, build_pairs, save_pairs, load_pairs, pair_batch,
                                  response_tokens, judge_eval)
+from nanochat.rollout import prompt_tasks
 from nanochat.task_eval import paired_difference
 
 LOSSES = {"dpo": 0.1, "dpo-norm": 5.0, "sft": None}  # loss -> its default beta
@@ -77,9 +78,7 @@ parser.add_argument("--num-epochs", type=float, default=2.0, help="passes over t
 parser.add_argument("--num-steps", type=int, default=-1, help="optimizer steps (-1: from --num-epochs; 0: only build pairs and evaluate)")
 parser.add_argument("--pairs-per-step", type=int, default=16, help="pairs per optimizer step")
 parser.add_argument("--device-batch-size", type=int, default=8, help="pairs per forward/backward pass (2 rows each)")
-parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="muon: the training MuonAdamW at --init-lr-frac of its lrs | adamw: AdamW at --lr")
-parser.add_argument("--init-lr-frac", type=float, default=0.05, help="muon: fraction of the base lrs")
-parser.add_argument("--lr", type=float, default=1e-4, help="adamw: learning rate")
+add_optimizer_args(parser)  # --optimizer, --init-lr-frac, --lr
 parser.add_argument("--max-seq-len", type=int, default=512, help="crop rendered pairs to this many tokens")
 # evaluation and runtime
 parser.add_argument("--eval-problems", type=int, default=200, help="held-out prompts for the judge score (start and end, paired)")
@@ -133,21 +132,9 @@ engine = Engine(model, tokenizer)
 print0(f"chat_dpo: {args.source}/{input_meta['tag']} step {input_meta['step']} ({model.num_params():,} params), "
        f"loss {args.loss}" + (f" beta {beta}" if beta is not None else ""))
 
-
-def make_tasks():
-    if args.task == "synthmath":
-        from tasks.synthmath import SynthMath
-        kw = dict(min_steps=args.min_steps, max_steps=args.max_steps)
-        held = (SynthMath("test", size=10_000, seed=0, **kw) if args.eval_split == "test"
-                else SynthMath("train", size=10_000, seed=args.task_seed + 1000, **kw))
-        return SynthMath("train", size=1_000_000, seed=args.task_seed, **kw), held
-    from tasks.synthif import SynthIF
-    held = SynthIF("test", size=10_000, seed=0) if args.eval_split == "test" else SynthIF("train", size=10_000, seed=args.task_seed + 1000)
-    return SynthIF("train", size=1_000_000, seed=args.task_seed), held
-
-
-train_task, held_task = make_tasks()
 is_math = args.task == "synthmath"
+train_task, held_task = prompt_tasks(args.task, args.task_seed, args.eval_split, min_steps=args.min_steps,
+                                     max_steps=args.max_steps)
 if args.judge == "verifier":
     judge = VerifierJudge(train_task, tokenizer, args.max_new_tokens, math=is_math)
 else:
@@ -220,21 +207,13 @@ if not args.skip_start_eval:
 # 3) training
 
 num_steps = args.num_steps if args.num_steps >= 0 else math.ceil(args.num_epochs * len(pairs) / args.pairs_per_step)
-if args.optimizer == "muon":
-    optimizer = setup_optimizer(model)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = group["initial_lr"] * args.init_lr_frac
-else:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    for group in optimizer.param_groups:
-        group["initial_lr"] = args.lr
+optimizer = make_optimizer(model, args.optimizer, args.init_lr_frac, args.lr)
 order_rng = random.Random(args.seed)
 order = []
 model.train()
 for step in range(num_steps):
     t0 = time.time()
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * (1.0 - step / num_steps)  # linear decay to 0
+    set_lr_multiplier(optimizer, 1.0 - step / num_steps)  # linear decay to 0
     while len(order) < args.pairs_per_step:  # the next pairs, epoch after shuffled epoch
         epoch = list(range(len(pairs)))
         order_rng.shuffle(epoch)

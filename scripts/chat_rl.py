@@ -42,9 +42,10 @@ from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoi
                                  get_rng_state, set_rng_state)
 from nanochat.decontam import decontaminate_task
 from nanochat.engine import Engine
-from nanochat.optim import setup_optimizer
 from nanochat.policy import (ADVANTAGES, collate, token_logprobs, compute_advantages, nonconstant_groups,
-                             shape_rewards, loss_weights, policy_loss)
+                             shape_rewards, loss_weights, policy_loss, add_optimizer_args, make_optimizer,
+                             set_lr_multiplier)
+from nanochat.rollout import prompt_tasks, sample_group, step_prompts
 from nanochat.task_eval import evaluate_task, paired_difference
 from tasks.verify import extract_answer
 
@@ -81,9 +82,7 @@ parser.add_argument("--drop-constant-groups", action="store_true", help="drop gr
 parser.add_argument("--format-reward", type=float, default=0.0, help="bonus for a well-formed answer (math: a parseable '#### N'; other tasks: finished)")
 parser.add_argument("--unfinished-penalty", type=float, default=0.0, help="penalty for hitting --max-new-tokens without <|assistant_end|>")
 # optimization
-parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="muon: the training MuonAdamW at --init-lr-frac of the SFT lrs (nanochat) | adamw: AdamW on every parameter at --lr")
-parser.add_argument("--init-lr-frac", type=float, default=0.05, help="muon: fraction of the base lrs (0.2 embedding, 0.004 lm_head, 0.02 matrices)")
-parser.add_argument("--lr", type=float, default=1e-4, help="adamw: learning rate")
+add_optimizer_args(parser)  # --optimizer, --init-lr-frac, --lr
 parser.add_argument("--lr-decay", choices=["linear", "none"], default="linear", help="learning rate schedule: linear decay to 0 over --num-steps (nanochat) or constant")
 parser.add_argument("--device-batch-size", type=int, default=8, help="rows per forward/backward pass (gradient accumulation over the step)")
 # evaluation
@@ -138,53 +137,25 @@ if args.kl_beta > 0:  # the reference is the starting policy, frozen for the who
 # -----------------------------------------------------------------------------
 # tasks: training prompts and the held-out set
 
-
-def make_tasks():
-    if args.task == "synthmath":
-        from tasks.synthmath import SynthMath
-        kw = dict(min_steps=args.min_steps, max_steps=args.max_steps, max_number=args.max_number)
-        train = SynthMath("train", size=1_000_000, seed=args.task_seed, **kw)
-        held = (SynthMath("test", size=10_000, seed=0, **kw) if args.eval_split == "test"
-                else SynthMath("train", size=10_000, seed=args.task_seed + 1000, **kw))
-        return train, held
-    if args.task == "synthif":
-        from tasks.synthif import SynthIF
-        return SynthIF("train", size=1_000_000, seed=args.task_seed), SynthIF("test", size=10_000, seed=0)
-    from tasks.gsm8k import GSM8K
-    return GSM8K("train").shuffle(args.task_seed), GSM8K("test")
-
-
-train_task, held_task = make_tasks()
+train_task, held_task = prompt_tasks(args.task, args.task_seed, args.eval_split, min_steps=args.min_steps,
+                                     max_steps=args.max_steps, max_number=args.max_number)
 if args.task == "gsm8k":  # 8-gram decontamination (nanochat/decontam.py); the 1M synthetic prompts use templates disjoint from their test splits
     train_task = decontaminate_task(train_task, "rl-gsm8k", source="hf", log=print0)[0]
 is_math = args.task in ("synthmath", "gsm8k")
 engine = Engine(model, tokenizer)
-assistant_end = tokenizer.encode_special("<|assistant_end|>")
 pad_id = tokenizer.get_bos_token_id()
 
 # -----------------------------------------------------------------------------
 # rollouts: sample G completions of one prompt and score them
 
 
-@torch.no_grad()
 def rollout(conversation, seed):
     """G sampled rows (prompt + completion incl. its stop token), their masks, and per-row reward facts."""
-    prompt = tokenizer.render_for_completion(conversation)
-    model.eval()
-    rows, masks = engine.generate_batch(prompt, num_samples=args.num_samples, max_tokens=args.max_new_tokens,
-                                        temperature=args.temperature, top_k=args.top_k or None, seed=seed,
-                                        include_stop=True)
-    model.train()
-    task_r, finished, formed, lengths = [], [], [], []
-    for row in rows:
-        completion = row[len(prompt):]
-        done = bool(completion) and completion[-1] == assistant_end
-        text = tokenizer.decode(completion[:-1] if done else completion)
-        task_r.append(float(train_task.reward(conversation, text)))
-        finished.append(done)
-        formed.append(extract_answer(text) is not None if is_math else done)
-        lengths.append(len(completion))
-    return rows, masks, task_r, finished, formed, lengths
+    g = sample_group(engine, tokenizer, conversation, args.num_samples, args.max_new_tokens, args.temperature,
+                     args.top_k, seed=seed)
+    task_r = [float(train_task.reward(conversation, text)) for text in g.texts]
+    formed = [extract_answer(text) is not None for text in g.texts] if is_math else g.finished
+    return g.rows, g.masks, task_r, g.finished, formed, [len(c) for c in g.completions]
 
 
 def all_sum(*values):
@@ -204,16 +175,9 @@ def held_out_eval(num_problems, num_samples=1, temperature=0.0):
 # -----------------------------------------------------------------------------
 # optimizer, resume
 
-if args.optimizer == "muon":
-    optimizer = setup_optimizer(model)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = group["initial_lr"] * args.init_lr_frac
-else:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    for group in optimizer.param_groups:
-        group["initial_lr"] = args.lr
-    if ci.ddp:
-        raise SystemExit("--optimizer adamw is single-process only (it does not average gradients); use muon")
+if args.optimizer == "adamw" and ci.ddp:
+    raise SystemExit("--optimizer adamw is single-process only (it does not average gradients); use muon")
+optimizer = make_optimizer(model, args.optimizer, args.init_lr_frac, args.lr)
 
 run = args.run or f"rl_{tag}"
 logger = MetricsLogger(run, config=vars(args), use_wandb=args.run is not None)
@@ -261,14 +225,12 @@ last_eval = None
 for step in range(start_step, args.num_steps):
     t0 = time.time()
     lrm = 1.0 - step / args.num_steps if args.lr_decay == "linear" else 1.0
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * lrm
+    set_lr_multiplier(optimizer, lrm)
 
     # 1) rollouts of this rank's prompts
     seqs, masks, rewards, task_rewards, finished, lengths = [], [], [], [], [], []
-    for i in range(P_local):
-        index = (step * args.prompts_per_step + ci.rank * P_local + i) % len(train_task)
-        rows, row_masks, task_r, done, formed, lens = rollout(train_task[index], seed=args.seed + 1_000_003 * step + index)
+    for index, seed in step_prompts(step, args.prompts_per_step, len(train_task), args.seed, ci.rank, ci.world_size):
+        rows, row_masks, task_r, done, formed, lens = rollout(train_task[index], seed)
         seqs.append(rows)
         masks.append(row_masks)
         rewards.append(shape_rewards(task_r, done, formed, args.format_reward, args.unfinished_penalty))
