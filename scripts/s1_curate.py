@@ -207,6 +207,8 @@ if args.compare:
     from tasks.critique import ConversationList
 
     eval_task = SynthMath("train", size=args.eval_problems, seed=args.eval_seed, max_number=args.max_number, think=True)
+    # the curated set is all hard problems, the held-out set follows the natural mix: report its hard part too
+    hard_eval = {i for i in range(args.eval_problems) if len(eval_task[i]["steps"]) >= 3}
     runs = []
     for seed in seeds:
         row = dict(seed=seed)
@@ -219,16 +221,20 @@ if args.compare:
                                   num_epochs=args.num_epochs, init_lr_frac=args.init_lr_frac, eval_every=-1,
                                   eval_batches=1, keep_last=1, source="offline")
             train_task = ConversationList([pool[i] for i in idx], name=f"s1-{name}").shuffle(seed)
-            train_chat(model, tok, train_task, None, cfg, ci, meta_extra=dict(s1_set=name, s1_stats=stats[name]),
-                       log=lambda *a, **k: None)
+            try:
+                train_chat(model, tok, train_task, None, cfg, ci, meta_extra=dict(s1_set=name, s1_stats=stats[name]),
+                           log=lambda *a, **k: None)
+            except ValueError as e:  # e.g. fewer conversations than rows per step
+                raise SystemExit(f"error (SFT on the {name} set): {e}")
             model.eval()
             recs = run_problems(Engine(model, tok), tok, eval_task, range(args.eval_problems),
                                 max_new_tokens=args.max_new_tokens)
             point = sweep_point(recs)
-            row[name] = dict(accuracy=point["accuracy"], think_tokens=point["think_tokens"],
+            hard_acc = statistics.mean(r["correct"][0] for r in recs if r["index"] in hard_eval)
+            row[name] = dict(accuracy=point["accuracy"], hard_accuracy=hard_acc, think_tokens=point["think_tokens"],
                              items=[dict(index=r["index"], correct=r["correct"][0]) for r in recs])
-            print0(f"seed {seed} {name:>7}: held-out accuracy {point['accuracy']:.4f}, thinking tokens "
-                   f"{point['think_tokens']:.1f} ({time.time() - t0:.0f}s)")
+            print0(f"seed {seed} {name:>7}: held-out accuracy {point['accuracy']:.4f} (3-4 steps: {hard_acc:.4f}), "
+                   f"thinking tokens {point['think_tokens']:.1f} ({time.time() - t0:.0f}s)")
         diff, se = paired_difference(row["random"]["items"], row["curated"]["items"])
         row["curated_minus_random"], row["paired_se"] = diff, se
         print0(f"seed {seed}: curated - random = {diff:+.4f} +- {se:.4f} (paired SE)")
@@ -239,9 +245,11 @@ if args.compare:
 
     for key in ("curated", "random"):
         m, s = mean_std([r[key]["accuracy"] for r in runs])
+        mh, sh = mean_std([r[key]["hard_accuracy"] for r in runs])
         summary[f"s1 {key} accuracy"] = m
-        print0(f"{key:>7}: {m:.4f} +- {s:.4f} over seeds {seeds}")
-        report_data.append(f"{key}: held-out accuracy {m:.4f} +- {s:.4f} (mean +- std over seeds {seeds})")
+        print0(f"{key:>7}: {m:.4f} +- {s:.4f}, on 3-4 steps {mh:.4f} +- {sh:.4f}, over seeds {seeds}")
+        report_data.append(f"{key}: held-out accuracy {m:.4f} +- {s:.4f}, on its {len(hard_eval)} 3-4 step problems "
+                           f"{mh:.4f} +- {sh:.4f} (mean +- std over seeds {seeds})")
     m, s = mean_std([r["curated_minus_random"] for r in runs])
     summary["s1 curated - random"] = m
     print0(f"curated - random: {m:+.4f} +- {s:.4f} over seeds")
