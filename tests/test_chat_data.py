@@ -8,28 +8,19 @@ import pytest
 import torch
 
 from nanochat.chat_data import (PackedChatLoader, PaddedChatLoader, build_mixture, parse_mix, _take)
-from nanochat.tokenizer import Tokenizer, SPECIAL_TOKENS, SPLIT_PATTERN
 from tasks.common import Task, chat
+from tests.tiny_model import small_tokenizer
 
 
 CORPUS = ["How many apples does Ava have now? 12*3 = 36, 7+8 = 15. The answer is 42." * 3] * 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared machine many threads thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def tok():
-    try:
-        return Tokenizer.train_from_iterator(iter(CORPUS), vocab_size=256 + len(SPECIAL_TOKENS) + 64)
-    except (ImportError, AttributeError):  # no rustbpe: a byte-level tokenizer will do
-        return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+    return small_tokenizer(CORPUS, num_merges=64)
 
 
 class ListTask(Task):

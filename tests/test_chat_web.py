@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.tiny_model import ChatServer, reply_text, request, tiny_base_dir
+from tests.tiny_model import chat_servers, reply_text, request, tiny_base_dir
 from scripts.chat_web import APIError, validate_chat_request
 
 openai = pytest.importorskip("openai", reason="pip install openai (dev dependency) to test the OpenAI API")
@@ -28,14 +28,9 @@ def base_dir():
 
 @pytest.fixture(scope="module")
 def servers(base_dir):
-    # started together so their (slow, torch-importing) startups overlap
-    chat = ChatServer(base_dir, "--source", "sft", "--workers", "2", "--max-queue", "4")
-    babble = ChatServer(base_dir, "--source", "base", "--workers", "1", "--max-queue", "1", "--api-key", KEY)
-    try:
-        yield chat.wait_ready(), babble.wait_ready()
-    finally:
-        chat.stop()
-        babble.stop()
+    with chat_servers(base_dir, ("--source", "sft", "--workers", "2", "--max-queue", "4"),
+                      ("--source", "base", "--workers", "1", "--max-queue", "1", "--api-key", KEY)) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")

@@ -12,23 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import GPTConfig, build_model
 from nanochat.policy import (collate, loss_weights, pg_token_loss, reverse_kl_advantages, token_logprobs,
                              tokenizer_mismatch)
-from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+from tests.tiny_model import small_tokenizer, tiny_base_dir, tiny_gpt
 
 torch.set_num_threads(1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    model = build_model(GPTConfig(sequence_len=32, vocab_size=20, n_layer=1, n_head=2, n_kv_head=2, n_embd=16),
-                        torch.device("cpu"))
-    with torch.no_grad():  # the init zeroes lm_head and projections: give the model some real predictions
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
 
 
 class LogitsModel(torch.nn.Module):
@@ -117,11 +106,8 @@ def test_advantage_mean_is_minus_the_reverse_kl_sampled_from_the_student():
 @pytest.fixture(scope="module")
 def tokenizers():
     corpus = ["Tom has 12 apples and buys 7 more. How many? 12+7=19 #### 19 The quick brown fox."] * 20
-    n = 256 + len(SPECIAL_TOKENS)
-    a = Tokenizer.train_from_iterator(iter(corpus), vocab_size=n + 24)
-    b = Tokenizer.train_from_iterator(iter(corpus), vocab_size=n + 24)
-    c = Tokenizer.train_from_iterator(iter(corpus), vocab_size=n + 8)
-    d = Tokenizer.train_from_iterator(iter(["zzzz yyyy xxxx wwww 123 456"] * 20), vocab_size=n + 8)
+    a, b, c = small_tokenizer(corpus, 24), small_tokenizer(corpus, 24), small_tokenizer(corpus, 8)
+    d = small_tokenizer(["zzzz yyyy xxxx wwww 123 456"] * 20, 8)
     return a, b, c, d
 
 
@@ -133,7 +119,6 @@ def test_tokenizer_mismatch(tokenizers):
 
 
 def test_chat_distill_refuses_a_teacher_with_another_tokenizer(tmp_path, tokenizers):
-    from tests.tiny_model import tiny_base_dir
     base = tiny_base_dir()
     other = tmp_path / "other_tok"
     tokenizers[3].save(str(other))

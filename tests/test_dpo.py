@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import GPTConfig, build_model
 from nanochat.policy import collate, dpo_loss, sequence_logprob_stats, token_logprobs
 from nanochat.preference import (VerifierJudge, build_pairs, choose_pair, length_score, load_pairs, mean_score,
                                  pair_batch, render_side, response_tokens, save_pairs)
-from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+from tests.tiny_model import small_tokenizer, tiny_gpt
 
 torch.set_num_threads(1)
 
@@ -63,16 +62,6 @@ def test_dpo_loss_needs_both_lengths_or_neither():
 
 # -----------------------------------------------------------------------------
 # with a real model: sums vs means, identical policy and reference
-
-
-def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    model = build_model(GPTConfig(sequence_len=32, vocab_size=20, n_layer=1, n_head=2, n_kv_head=2, n_embd=16),
-                        torch.device("cpu"))
-    with torch.no_grad():  # the init zeroes lm_head and projections: give the model some real predictions
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
 
 
 def pair_rows():
@@ -160,7 +149,7 @@ def test_choose_pair_takes_the_best_and_a_strictly_lower_one():
 @pytest.fixture(scope="module")
 def tok():
     corpus = ["Tom has 12 apples and buys 7 more. How many? 12+7 = 19 apples. #### 19 The answer is"] * 20
-    return Tokenizer.train_from_iterator(iter(corpus), vocab_size=256 + len(SPECIAL_TOKENS) + 32)
+    return small_tokenizer(corpus, num_merges=32)
 
 
 def math_conversation():

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import GPTConfig, build_model
 from nanochat.policy import (collate, token_logprobs, sequence_logprobs, compute_advantages, nonconstant_groups,
-                             shape_rewards, loss_weights, pg_token_loss, k3_kl, policy_loss)
+                             shape_rewards, loss_weights, pg_token_loss, k3_kl, policy_loss, make_optimizer,
+                             set_lr_multiplier)
+from tests.tiny_model import tiny_gpt
 
 torch.set_num_threads(1)
 
@@ -31,16 +32,6 @@ class TableModel(torch.nn.Module):
     def forward(self, idx):
         B, T = idx.shape
         return self.table[idx] + self.bias[:B, :T]
-
-
-def tiny_gpt():
-    torch.manual_seed(0)
-    model = build_model(GPTConfig(sequence_len=32, vocab_size=20, n_layer=1, n_head=2, n_kv_head=2, n_embd=16),
-                        torch.device("cpu"))
-    with torch.no_grad():  # the init zeroes lm_head and projections: give the model some real predictions
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
 
 
 # -----------------------------------------------------------------------------
@@ -256,3 +247,24 @@ def test_policy_loss_with_kl_adds_beta_times_weighted_k3():
     assert (with_kl - base).item() == pytest.approx(0.1 * kl, rel=1e-5)
     with pytest.raises(ValueError, match="ref_logp"):
         policy_loss(logp, logp, torch.tensor([1.0]), w, kl_beta=0.1)
+
+
+# -----------------------------------------------------------------------------
+# the optimizer of the post-training scripts
+
+
+def test_make_optimizer_scales_the_training_lrs_and_the_schedule_scales_initial_lr():
+    from nanochat.optim import setup_optimizer
+    model = tiny_gpt()
+    full = [g["lr"] for g in setup_optimizer(model).param_groups]
+    muon = make_optimizer(model, "muon", init_lr_frac=0.05)
+    assert [g["lr"] for g in muon.param_groups] == pytest.approx([0.05 * lr for lr in full])
+    assert all(g["initial_lr"] == g["lr"] for g in muon.param_groups)
+    set_lr_multiplier(muon, 0.25)
+    assert [g["lr"] for g in muon.param_groups] == pytest.approx([0.25 * 0.05 * lr for lr in full])
+    adamw = make_optimizer(model, "adamw", lr=3e-4)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(model.parameters()))
+    assert [(g["lr"], g["initial_lr"]) for g in adamw.param_groups] == [(3e-4, 3e-4)]
+    with pytest.raises(ValueError, match="expected one of muon, adamw"):
+        make_optimizer(model, "sgd")

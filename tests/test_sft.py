@@ -14,30 +14,22 @@ import torch
 from nanochat.common import ComputeInfo
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.sft import ChatTrainConfig, lr_multiplier, train_chat, val_loss
-from nanochat.tokenizer import Tokenizer, SPECIAL_TOKENS, SPLIT_PATTERN
+from nanochat.tokenizer import Tokenizer
 from tasks.mcq import MCQ
 from tasks.synthmath import SynthMath
+from tests.tiny_model import small_tokenizer
 
 CPU = ComputeInfo(False, 0, 0, 1, torch.device("cpu"), "cpu", torch.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared machine many threads thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def tok():
     texts = [SynthMath("train", size=50)[i]["messages"][1]["content"] for i in range(50)]
     texts = ["".join(p["text"] for p in t) if isinstance(t, list) else t for t in texts]
-    try:
-        return Tokenizer.train_from_iterator(iter(texts), vocab_size=256 + len(SPECIAL_TOKENS) + 128)
-    except (ImportError, AttributeError):
-        return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+    return small_tokenizer(texts, num_merges=128)
 
 
 @pytest.fixture(autouse=True)

@@ -12,27 +12,17 @@ import pytest
 import torch
 
 from nanochat.task_eval import chat_core, evaluate_task, paired_difference
-from nanochat.tokenizer import Tokenizer, SPECIAL_TOKENS, SPLIT_PATTERN
 from tasks.common import Task, chat, evaluate_mc, render_mc
 from tasks.gsm8k import evaluate_math
+from tests.tiny_model import small_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared machine many threads thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def tok():
-    try:
-        return Tokenizer.train_from_iterator(iter(["Which planet? The answer is 12 apples." * 5] * 5),
-                                             vocab_size=256 + len(SPECIAL_TOKENS) + 16)
-    except (ImportError, AttributeError):
-        return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+    return small_tokenizer(["Which planet? The answer is 12 apples." * 5] * 5, num_merges=16)
 
 
 class ListTask(Task):

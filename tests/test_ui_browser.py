@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.tiny_model import XSS, ChatServer, reply_text, tiny_base_dir
+from tests.tiny_model import XSS, chat_servers, reply_text, tiny_base_dir
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev dependency)")
 
@@ -32,14 +32,9 @@ def find_chromium():
 
 @pytest.fixture(scope="module")
 def servers():
-    base_dir = tiny_base_dir()
-    chat = ChatServer(base_dir, "--source", "sft", "--workers", "1")
-    babble = ChatServer(base_dir, "--source", "base", "--workers", "1", "--max-queue", "0", "--api-key", KEY)
-    try:
-        yield chat.wait_ready(), babble.wait_ready()
-    finally:
-        chat.stop()
-        babble.stop()
+    with chat_servers(tiny_base_dir(), ("--source", "sft", "--workers", "1"),
+                      ("--source", "base", "--workers", "1", "--max-queue", "0", "--api-key", KEY)) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")

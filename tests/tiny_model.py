@@ -15,8 +15,14 @@ What is in it:
                  end-of-turn tokens: it babbles until max_tokens, which is what overload/disconnect/stop tests need
 
 `tiny_base_dir()` builds it once per version of the code into the system temp dir and reuses it across test
-files; `ChatServer` runs `python -m scripts.chat_web` on it on 127.0.0.1 at a free port.
+files; `ChatServer` runs `python -m scripts.chat_web` on it on 127.0.0.1 at a free port (`chat_servers` starts
+several at once).
+
+Also the small in-process pieces that unit tests share:
+    tok = small_tokenizer(texts, num_merges=64)   # BPE on a few texts (byte-level without rustbpe)
+    model = tiny_gpt(seed=0)                      # a 1-layer GPT over 20 tokens with non-trivial predictions
 """
+import contextlib
 import hashlib
 import http.client
 import json
@@ -31,7 +37,7 @@ import torch
 
 from nanochat.checkpoint import checkpoint_dir, save_checkpoint
 from nanochat.gpt import GPTConfig, build_model
-from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+from nanochat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
 
 # -----------------------------------------------------------------------------
 # what the trained model knows by heart
@@ -62,6 +68,31 @@ def reply_text(prompt):
     """The reply to a known prompt as the web API writes it (tool call and output wrapped in markers)."""
     from nanochat.chat_stream import render_part
     return "".join(render_part(p) for p in REPLIES[prompt])
+
+
+# -----------------------------------------------------------------------------
+# small in-process pieces for unit tests
+
+
+def small_tokenizer(texts, num_merges):
+    """A BPE tokenizer trained on `texts` (vocab: 256 bytes + special tokens + num_merges). Without the rustbpe
+    extension, a byte-level tokenizer instead: the tests that use this need real ids, not particular merges."""
+    try:
+        return Tokenizer.train_from_iterator(iter(texts), vocab_size=256 + len(SPECIAL_TOKENS) + num_merges)
+    except (ImportError, AttributeError):
+        return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+
+
+def tiny_gpt(seed=0):
+    """A 1-layer GPT over a 20-token vocab (ids only, no tokenizer), seeded, with noise on every weight: the real
+    init zeroes lm_head and the output projections, and a model predicting uniformly would test nothing."""
+    torch.manual_seed(seed)
+    model = build_model(GPTConfig(sequence_len=32, vocab_size=20, n_layer=1, n_head=2, n_kv_head=2, n_embd=16),
+                        torch.device("cpu"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
 
 
 # -----------------------------------------------------------------------------
@@ -215,6 +246,18 @@ class ChatServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+@contextlib.contextmanager
+def chat_servers(base_dir, *server_args):
+    """One ChatServer per tuple of arguments, started together (their slow, torch-importing startups overlap);
+    yields them ready, in order, and stops every one of them on the way out."""
+    servers = [ChatServer(base_dir, *args) for args in server_args]
+    try:
+        yield tuple(server.wait_ready() for server in servers)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def request(port, method, path, body=None, headers=None, timeout=30, conn=None):
