@@ -174,3 +174,10 @@ class MetricsLogger:
     def finish(self):
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def require_positive(parser, args, flags):
+    """parser.error (usage + one line, exit 2) for the first of `flags` (argparse dests) whose value is < 1."""
+    for flag in flags:
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")

@@ -32,7 +32,7 @@ import argparse
 
 import torch
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
 from nanochat.checkpoint import checkpoint_dir, load_model, model_from_checkpoint, save_checkpoint
 from nanochat.engine import Engine
 from nanochat.policy import (collate, token_logprobs, compute_advantages, loss_weights, pg_token_loss,
@@ -82,9 +82,7 @@ parser.add_argument("--run", type=str, default=None, help="run name of the metri
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--seed", type=int, default=42, help="seed of the RNGs and of the rollouts")
 args = parser.parse_args()
-for flag in ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size"):
-    if getattr(args, flag) < 1:
-        parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size"))
 if args.mode == "onpolicy" and args.teacher_coef == 0 and args.reward_coef == 0:
     parser.error("--teacher-coef 0 and --reward-coef 0 leave no learning signal")
 if args.teacher_tokenizer and not args.teacher_dir:

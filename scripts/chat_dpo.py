@@ -36,7 +36,7 @@ import argparse
 
 import torch
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
 from nanochat.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from nanochat.engine import Engine
 from nanochat.policy import (dpo_loss, sequence_logprob_stats, token_logprobs, tokenizer_mismatch, add_optimizer_args,
@@ -87,9 +87,7 @@ parser.add_argument("--run", type=str, default=None, help="run name of the metri
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--seed", type=int, default=42, help="seed of the pair sampling, the pair order and the RNGs")
 args = parser.parse_args()
-for flag in ("num_prompts", "num_responses", "max_new_tokens", "pairs_per_step", "device_batch_size"):
-    if getattr(args, flag) < 1:
-        parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+require_positive(parser, args, ("num_prompts", "num_responses", "max_new_tokens", "pairs_per_step", "device_batch_size"))
 if args.num_responses < 2 and args.pairs_file is None:
     parser.error("--num-responses must be >= 2: a pair needs two responses to compare")
 beta = args.beta if args.beta is not None else LOSSES[args.loss]

@@ -37,7 +37,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, load_model, save_checkpoint,
                                  get_rng_state, set_rng_state)
 from nanochat.decontam import decontaminate_task
@@ -105,9 +105,8 @@ args = parser.parse_args()
 if args.advantage == "drgrpo" and args.loss_norm is not None:
     parser.error("--advantage drgrpo fixes the normalization (sum over tokens / a constant); drop --loss-norm")
 loss_norm = "constant" if args.advantage == "drgrpo" else (args.loss_norm or "token")
-for flag in ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "ppo_epochs", "device_batch_size"):
-    if getattr(args, flag) < 1:
-        parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "ppo_epochs",
+                                "device_batch_size"))
 if args.pass_k == 1:
     parser.error("--pass-k 1 is the greedy pass@1 that always runs; use k >= 2, or 0 to turn it off")
 
