@@ -17,13 +17,18 @@ And the paper's three numbers for a sweep over budgets (its section 3.2), comput
     records = run_problems(engine, tokenizer, task, range(100), num_samples=1, max_think_tokens=32)
     point = sweep_point(records)          # accuracy, mean thinking tokens, control, majority accuracy, ...
 
-Used by scripts/chat_tts.py (the sweeps and the plot) and scripts/s1_curate.py (difficulty: does a weaker model
-solve it). Tests: python -m pytest tests/test_tts.py -q
+Also s1K-style curation (section 2 of the paper): `trace_problem` (quality: is a thinking trace well formed)
+and `s1_select` (diversity: uniform over families, longer traces favoured).
+
+Used by scripts/chat_tts.py (the sweeps and the plot) and scripts/s1_curate.py (the curation).
+Tests: python -m pytest tests/test_tts.py -q
 """
+import re
 from collections import Counter
 from itertools import combinations
 
-from tasks.verify import extract_answer
+from nanochat.calculator import calculate
+from tasks.verify import extract_answer, numbers_equal
 
 # -----------------------------------------------------------------------------
 # counting thinking tokens, majority vote
@@ -145,3 +150,52 @@ def sweep_point(records, min_tokens=None, max_tokens=None):
     return dict(accuracy=sum(correct) / len(correct), think_tokens=sum(think) / len(think),
                 control=control(think, min_tokens, max_tokens), majority=sum(r["voted_correct"] for r in records) / len(records),
                 n=len(records), samples=len(correct))
+
+
+# -----------------------------------------------------------------------------
+# s1K-style curation: quality and diversity (difficulty needs a model: scripts/s1_curate.py)
+
+EQUATION_RE = re.compile(r"([0-9(][0-9+\-*/(). ]*[0-9)])\s*=\s*(-?[0-9][0-9.,]*[0-9]|-?[0-9])")  # "3*4 = 12"
+
+
+def trace_problem(conversation):
+    """
+    Why a thinking conversation is malformed (one phrase), or None when it is fine: it needs a non-empty think
+    part, a final `#### N` equal to conversation["answer"], and every "a op b = c" in the thinking right by the
+    calculator (s1 dropped traces with formatting or API errors; here arithmetic slips are the analogue).
+    """
+    parts = conversation["messages"][-1]["content"]
+    if isinstance(parts, str):
+        return "no thinking"
+    think = "".join(p["text"] for p in parts if p["type"] == "think")
+    if not think.strip():
+        return "no thinking"
+    answer_text = "".join(p["text"] for p in parts if p["type"] == "text")
+    if not numbers_equal(extract_answer(answer_text), conversation["answer"]):
+        return "final answer missing or wrong"
+    for expr, result in EQUATION_RE.findall(think):
+        if not numbers_equal(calculate(expr), result):
+            return f"wrong arithmetic {expr} = {result}"
+    return None
+
+
+def s1_select(families, lengths, candidates, size, rng):
+    """
+    s1's diversity sampling: until `size` items are chosen, draw a family uniformly at random among those with
+    candidates left, then one of its items with weight 2^-rank, ranked by trace length, longest first (ties by
+    index). families[i], lengths[i]: item i's family and thinking length; candidates: the item indices allowed.
+    A family that runs out leaves the draw, so the others fill the rest.
+    """
+    if size > len(candidates):
+        raise ValueError(f"asked for {size} items but only {len(candidates)} candidates")
+    by_family = {}
+    for i in candidates:
+        by_family.setdefault(families[i], []).append(i)
+    for items in by_family.values():
+        items.sort(key=lambda i: (-lengths[i], i))
+    chosen = []
+    while len(chosen) < size:
+        items = by_family[rng.choice(sorted(f for f in by_family if by_family[f]))]
+        weights = [2.0 ** -r for r in range(len(items))]
+        chosen.append(items.pop(rng.choices(range(len(items)), weights=weights)[0]))
+    return chosen

@@ -26,7 +26,6 @@ Outputs: <base_dir>/s1/*.jsonl, stats.json, compare.json; checkpoints sft/s1_<ar
 "s1 curation".
 """
 import os
-import re
 import json
 import time
 import random
@@ -34,8 +33,7 @@ import argparse
 import statistics
 
 from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, seed_everything
-from nanochat.calculator import calculate
-from tasks.verify import extract_answer, numbers_equal
+from nanochat.tts import s1_select, trace_problem
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -110,24 +108,12 @@ del weak
 # quality
 
 
-EQUATION_RE = re.compile(r"([0-9][0-9+\-*/(). ]*[0-9)])\s*=\s*(-?[0-9][0-9.,]*[0-9]|-?[0-9])")
-
-
 def quality_problem(conversation, max_seq_len):
-    """Why the example is malformed (one phrase), or None when it is fine."""
-    parts = conversation["messages"][-1]["content"]
-    think = [p["text"] for p in parts if p["type"] == "think"]
-    if not think or not think[0].strip():
-        return "no thinking"
-    answer_text = "".join(p["text"] for p in parts if p["type"] == "text")
-    if not numbers_equal(extract_answer(answer_text), conversation["answer"]):
-        return "final answer missing or wrong"
-    for expr, result in EQUATION_RE.findall(think[0]):
-        if not numbers_equal(calculate(expr), result):
-            return f"wrong arithmetic {expr} = {result}"
-    if len(tokenizer.render_conversation(conversation)[0]) > max_seq_len:
-        return "too long"
-    return None
+    """Why the example is malformed (one phrase), or None when it is fine: the trace checks, then the length."""
+    problem = trace_problem(conversation)
+    if problem is None and len(tokenizer.render_conversation(conversation)[0]) > max_seq_len:
+        problem = "too long"
+    return problem
 
 
 def think_length(conversation):
@@ -152,22 +138,6 @@ if len(hard) < args.size:
 # diversity: uniform over families, longer traces first within a family
 
 
-def s1_sample(indices, size, rng):
-    """s1's selection loop: a uniform random family, then an item of it with weight 2^-rank (longest first)."""
-    by_family = {}
-    for i in indices:
-        by_family.setdefault(pool[i]["family"], []).append(i)
-    for fam in by_family:  # longest trace first; ties by index so the order is deterministic
-        by_family[fam].sort(key=lambda i: (-lengths[i], i))
-    chosen = []
-    while len(chosen) < size:
-        fam = rng.choice(sorted(f for f in by_family if by_family[f]))
-        items = by_family[fam]
-        weights = [2.0 ** -r for r in range(len(items))]
-        chosen.append(items.pop(rng.choices(range(len(items)), weights=weights)[0]))
-    return chosen
-
-
 def describe(indices):
     fams = {}
     for i in indices:
@@ -180,7 +150,7 @@ def describe(indices):
 
 lengths = [think_length(c) for c in pool]
 rng = random.Random(0)
-curated = s1_sample(hard, args.size, rng)
+curated = s1_select([c["family"] for c in pool], lengths, hard, args.size, rng)
 random_set = random.Random(1).sample(range(args.pool), args.size)
 stats = dict(pool=describe(range(args.pool)), quality_failures=reasons, good=len(good), hard=len(hard),
              curated=describe(curated), random=describe(random_set), weak=f"{args.weak_source}/{weak_meta['tag']}")

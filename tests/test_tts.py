@@ -15,8 +15,8 @@ import torch
 
 from nanochat.engine import Engine
 from nanochat.tokenizer import Tokenizer, SPLIT_PATTERN
-from nanochat.tts import (control, majority_at, majority_vote, performance, run_problems, scaling, sweep_point,
-                          think_prompt, thinking_tokens)
+from nanochat.tts import (control, majority_at, majority_vote, performance, run_problems, s1_select, scaling,
+                          sweep_point, think_prompt, thinking_tokens, trace_problem)
 
 torch.set_num_threads(1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +87,46 @@ def test_majority_at_and_sweep_point_by_hand():
     assert p["think_tokens"] == pytest.approx(21 / 6)
     assert p["control"] == pytest.approx(5 / 6)  # only the 6 is over budget
     assert p["majority"] == 0.5 and p["n"] == 2 and p["samples"] == 6
+
+
+# -----------------------------------------------------------------------------
+# s1K-style curation: quality and diversity
+
+
+def think_conv(think, answer_text, answer):
+    return {"messages": [{"role": "user", "content": "q"},
+                         {"role": "assistant", "content": [{"type": "think", "text": think},
+                                                           {"type": "text", "text": answer_text}]}], "answer": answer}
+
+
+def test_trace_problem_catches_each_defect():
+    assert trace_problem(think_conv("They cost 6*7 = 42 dollars.\nChange: 50-42 = 8.", "The answer is 8.\n#### 8", "8")) is None
+    assert trace_problem(think_conv("  ", "#### 8", "8")) == "no thinking"
+    assert trace_problem({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "#### 8"}],
+                          "answer": "8"}) == "no thinking"
+    assert trace_problem(think_conv("6*7 = 42", "The answer is 42.", "42")) == "final answer missing or wrong"
+    assert trace_problem(think_conv("6*7 = 42", "#### 41", "42")) == "final answer missing or wrong"
+    assert trace_problem(think_conv("6*7 = 42\nthen 42+5 = 48 apples", "#### 48", "48")) == "wrong arithmetic 42+5 = 48"
+    assert trace_problem(think_conv("(3+4)*2 = 14 and 9/3 = 3", "#### 14", "14")) is None  # parentheses, division
+
+
+def test_s1_select_uniform_over_families_longest_favoured():
+    import random
+    # families a, b, c with 300 candidates each, c only 20: c runs out, a and b fill the rest evenly
+    families = ["a"] * 300 + ["b"] * 300 + ["c"] * 20
+    lengths = [i % 300 for i in range(600)] + list(range(20))
+    picked = s1_select(families, lengths, range(620), 200, random.Random(0))
+    assert len(picked) == len(set(picked)) == 200
+    counts = {f: sum(families[i] == f for i in picked) for f in "abc"}
+    assert counts["c"] == 20 and abs(counts["a"] - 90) <= 25 and abs(counts["b"] - 90) <= 25
+    # longest first: with weights 2^-rank the k picks of a family are close to its k longest (mean rank about
+    # k/2); a uniform draw would have a mean rank near 150
+    a_ranks = [299 - lengths[i] for i in picked if families[i] == "a"]
+    assert sum(a_ranks) / len(a_ranks) < 0.7 * len(a_ranks)
+    # only candidates are picked; asking for more than there are is a clear error
+    assert set(s1_select(families, lengths, [0, 5, 400], 3, random.Random(1))) == {0, 5, 400}
+    with pytest.raises(ValueError, match="only 3 candidates"):
+        s1_select(families, lengths, [0, 5, 400], 4, random.Random(1))
 
 
 # -----------------------------------------------------------------------------
