@@ -39,7 +39,7 @@ import torch
 from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, seed_everything
 from nanochat.engine import Engine
 from nanochat.report import get_report
-from nanochat.sft import add_train_args, config_from_args, load_input_model, train_chat
+from nanochat.sft import add_train_args, config_from_args, load_input_model, train_chat_or_exit
 from nanochat.task_eval import evaluate_task, paired_difference
 from tasks.critique import (CORRUPTIONS, ConversationList, completion_to_solution, corrupt, critique,
                             critique_conversation, critique_prompt, parse_conclusion)
@@ -236,7 +236,7 @@ def run_arm(arm, pool, seed, budget, tokenizer, input_tag):
                            max_seq_len=max_len)
     cfg.num_epochs, cfg.num_iterations, cfg.keep_last = 1.0, -1, 1
     meta = dict(source=dict(stage=args.source, tag=input_tag), arm=arm, seed=seed, critic=args.critic, tokens=tokens)
-    summary = train_chat(model, tokenizer, ConversationList(convs, name=arm), None, cfg, ci, meta_extra=meta)
+    summary = train_chat_or_exit(model, tokenizer, ConversationList(convs, name=arm), None, cfg, ci, meta_extra=meta)
     result = evaluate(model, tokenizer, f"{arm} seed {seed}")
     result.update(arm=arm, seed=seed, conversations=len(convs), tokens=tokens, steps=summary["steps"],
                   checkpoint=summary["checkpoint"])
