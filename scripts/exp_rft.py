@@ -34,6 +34,7 @@ parser.add_argument("--mix", type=str, default="synthmath12:8000", help="the SFT
 parser.add_argument("--questions", type=str, default="synthmath12:500", help="questions RFT samples on (the first items of the SFT data)")
 parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (fresh train-distribution items, seed 1000)")
 parser.add_argument("--eval-seed", type=int, default=1000, help="SynthMath seed of the held-out problems (SFT uses 0)")
+parser.add_argument("--control", action="store_true", help="also SFT again on the same data in another order (one more item reshuffles the mixture): how much a retraining moves pass@1 without any RFT path")
 parser.add_argument("--results", type=str, default=None, help="JSON file of the evaluations (default: <base_dir>/rft/experiment.json); one per concurrent run")
 parser.add_argument("--rft-flags", type=str, default="", help="extra flags for every chat_rft run (e.g. --use-tools)")
 parser.add_argument("--train-flags", type=str, default="--init-lr-frac 1.0 --examples-per-step 32 --eval-every -1 --eval-tasks '' --data offline",
@@ -49,8 +50,8 @@ results = json.load(open(results_path)) if os.path.exists(results_path) else {}
 # training (subprocesses) and evaluation (here)
 
 
-def run(module, flags):
-    cmd = f"{sys.executable} -m {module} {flags} {args.train_flags} --mix {args.mix}"
+def run(module, flags, mix=None):
+    cmd = f"{sys.executable} -m {module} {flags} {args.train_flags} --mix {mix or args.mix}"
     print0(f"$ {cmd}")
     subprocess.run(cmd, shell=True, check=True)
 
@@ -100,6 +101,16 @@ for seed in seeds:
             if not trained("sft", f"sft{s}"):
                 run("scripts.chat_sft", f"--source base --model-tag s{s} --output-tag sft{s} --seed {s}")
         variants.append(("RFT union", f"rft_union_s{seed}", ",".join(f"sft:sft{s}" for s in seeds), ks[0]))
+    if args.control:
+        ctl_tag = f"sftctl{seed}"
+        name, count = args.mix.split(":")
+        if not trained("sft", ctl_tag):
+            cmd = f"--source base --model-tag s{seed} --output-tag {ctl_tag} --seed {seed}"
+            run("scripts.chat_sft", cmd, mix=f"{name}:{int(count) + 1}")
+        res = evaluate("sft", ctl_tag)
+        diff, se = paired_difference(sft["items"], res["items"])
+        rows.setdefault("SFT reshuffled", []).append((res["accuracy"], diff, 0.0, se))
+        print0(f"  SFT reshuffled seed {seed}: {res['accuracy']:.4f}, minus SFT {diff:+.4f} +- {se:.4f}")
     for name, tag, sources, k in variants:
         if not trained("rft", tag):
             run("scripts.chat_rft", f"--sources {sources} --num-samples {k} --questions {args.questions} "
