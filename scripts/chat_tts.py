@@ -175,7 +175,11 @@ def mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)  # no spread from one set
+
+
+def pm(mean, std):
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} +- {std:.4f}"
 
 
 def aggregate(kind):
@@ -197,7 +201,7 @@ for key in runs[0]["metrics"]:
     if m is not None:
         metrics[key], metrics[key + "_std"] = m, s
 print0(f"over {len(runs)} problem sets: " + ", ".join(
-    f"{k} {metrics[k]:.4f} +- {metrics[k + '_std']:.4f}" for k in metrics if not k.endswith("_std")))
+    f"{k} {pm(metrics[k], metrics[k + '_std'])}" for k in metrics if not k.endswith("_std")))
 
 out_dir = os.path.join(get_base_dir(), "tts", tag)
 os.makedirs(out_dir, exist_ok=True)
@@ -216,7 +220,7 @@ table = ["| sweep | budget (N for majority) | accuracy | thinking tokens | contr
 for kind in ("max_think", "min_think", "parallel"):
     for p in summary[kind]:
         control = "" if p["control"] is None else f"{p['control']:.3f}"
-        table.append(f"| {kind} | {p['budget']} | {p['accuracy']:.4f} +- {p['accuracy_std']:.4f} | "
+        table.append(f"| {kind} | {p['budget']} | {pm(p['accuracy'], p['accuracy_std'])} | "
                      f"{p['think_tokens']:.1f} | {control} |")
 print0("\n".join(table))
 report.log(f"Test-time scaling {tag}", [vars(args), metrics, "\n".join(table), f"![test-time scaling](tts_{tag}.svg)"],
