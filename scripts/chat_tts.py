@@ -31,7 +31,7 @@ import time
 import argparse
 import statistics
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0
+from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_positive
 from nanochat.engine import Engine
 from nanochat.report import get_report, svg_line_plot
 from nanochat.tts import majority_at, performance, run_problems, scaling, sweep_point
@@ -75,8 +75,9 @@ parser.add_argument("--max-new-tokens", type=int, default=192, help="longest com
 parser.add_argument("--seed", type=int, default=0, help="sampling seed of the first problem set (set k, problem i: seed + k + i)")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
-if args.num_problems < 1 or args.num_samples < 0:
-    raise SystemExit("error: --num-problems must be >= 1 and --num-samples >= 0")
+require_positive(parser, args, ["num_problems", "max_new_tokens"])
+if args.num_samples < 0:
+    parser.error("--num-samples must be >= 0 (0 skips the majority vote)")
 try:
     task_seeds = [int(x) for x in args.task_seeds.split(",") if x.strip()]
 except ValueError:

@@ -32,7 +32,7 @@ import random
 import argparse
 import statistics
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, seed_everything
+from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_positive, seed_everything
 from nanochat.tts import s1_select, trace_problem
 
 # -----------------------------------------------------------------------------
@@ -59,6 +59,7 @@ parser.add_argument("--eval-seed", type=int, default=1000, help="--compare: seed
 parser.add_argument("--max-new-tokens", type=int, default=192, help="longest generated completion")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
+require_positive(parser, args, ["pool", "size", "eval_problems", "examples_per_step", "device_batch_size"])
 if not 0 < args.size <= args.pool:
     raise SystemExit(f"error: --size {args.size} must be between 1 and --pool {args.pool}")
 try:
@@ -172,7 +173,7 @@ report_data = [vars(args), stats]
 summary = {}
 if args.compare:
     from nanochat.engine import Engine
-    from nanochat.sft import ChatTrainConfig, train_chat
+    from nanochat.sft import ChatTrainConfig, train_chat_or_exit
     from nanochat.tts import run_problems, sweep_point
     from tasks.critique import ConversationList
 
@@ -191,11 +192,8 @@ if args.compare:
                                   num_epochs=args.num_epochs, init_lr_frac=args.init_lr_frac, eval_every=-1,
                                   eval_batches=1, keep_last=1, source="offline")
             train_task = ConversationList([pool[i] for i in idx], name=f"s1-{name}").shuffle(seed)
-            try:
-                train_chat(model, tok, train_task, None, cfg, ci, meta_extra=dict(s1_set=name, s1_stats=stats[name]),
-                           log=lambda *a, **k: None)
-            except ValueError as e:  # e.g. fewer conversations than rows per step
-                raise SystemExit(f"error (SFT on the {name} set): {e}")
+            print0(f"seed {seed}: SFT on the {name} set")
+            train_chat_or_exit(model, tok, train_task, None, cfg, ci, meta_extra=dict(s1_set=name, s1_stats=stats[name]))
             model.eval()
             recs = run_problems(Engine(model, tok), tok, eval_task, range(args.eval_problems),
                                 max_new_tokens=args.max_new_tokens)
