@@ -256,6 +256,11 @@ os.makedirs(runs_dir, exist_ok=True)
 arms = ARMS if args.experiment else (args.arm,)
 
 
+def load_run(name):
+    path = os.path.join(runs_dir, f"{name}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
 def save_run(name, result):
     with open(os.path.join(runs_dir, f"{name}.json"), "w") as f:
         json.dump(result, f)
@@ -272,9 +277,13 @@ if not args.summarize:
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             raise SystemExit(f"error: --critic {args.critic}: {e}")
         critic_model.eval()
-    if not os.path.exists(os.path.join(runs_dir, "input.json")):
+    input_key = dict(source=args.source, tag=input_meta["tag"], step=input_meta["step"], eval_seed=args.eval_seed,
+                     eval_problems=args.eval_problems, judge_pairs=args.judge_pairs, min_steps=args.min_steps,
+                     max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, critique_tokens=args.critique_tokens)
+    cached = load_run("input")
+    if cached is None or cached.get("key") != input_key:  # evaluated once per input model and eval settings
         print0(f"evaluating the input model ({args.source}/{input_meta['tag']})")
-        save_run("input", dict(evaluate(base_model, tokenizer, "input"), arm="input"))
+        save_run("input", dict(evaluate(base_model, tokenizer, "input"), arm="input", key=input_key))
     for seed in seeds:
         print0(f"seed {seed}: sampling candidates for {args.num_questions} questions (T={args.temperature}, "
                f"calculator {'off' if args.no_tools else 'on'})")
@@ -294,11 +303,6 @@ if not args.summarize:
 
 # -----------------------------------------------------------------------------
 # summary: mean +- std over seeds, and paired differences against SFT on gold (same seed, same items)
-
-
-def load_run(name):
-    path = os.path.join(runs_dir, f"{name}.json")
-    return json.load(open(path)) if os.path.exists(path) else None
 
 
 start = load_run("input")

@@ -59,6 +59,11 @@ def test_cft_run_pool_budget_and_outputs(base_dir):
     assert meta["arm"] == "cft" and meta["tokens"] == saved["tokens"] and "cft/t-cft-s42" in saved["checkpoint"]
     summary = json.load(open(base_dir / "cft" / "summary.json"))["summary"]
     assert list(summary) == ["cft"] and summary["cft"]["seeds"] == [42]
+    # the input model's evaluation is cached per eval settings: other settings evaluate it again
+    assert json.load(open(base_dir / "cft" / "runs" / "input.json"))["key"]["eval_problems"] == 2
+    r = run(base_dir, *SMALL, "--num-questions", "1", "--eval-problems", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.load(open(base_dir / "cft" / "runs" / "input.json"))["direct"]["n"] == 3
 
 
 def test_sft_arm_and_summarize(base_dir):
