@@ -23,7 +23,7 @@ same input checkpoint and reports mean +- std over seeds (every arm sees --token
     python -m scripts.chat_cft --arm sft-verified                             # a baseline arm
     python -m scripts.chat_cft --critic sft:d4                                # a checkpoint as teacher critic
     python -m scripts.chat_cft --experiment --seeds 0,1,2                     # the CFT vs SFT experiment
-    torchrun --standalone --nproc_per_node=8 -m scripts.chat_cft              # GPUs (sampling on every rank)
+    torchrun --standalone --nproc_per_node=8 -m scripts.chat_cft              # GPUs (every rank builds the same pool; untested)
 
 Outputs: checkpoints in <base_dir>/checkpoints/cft/<tag>-<arm>-s<seed>/, the experiment's numbers in
 <base_dir>/cft/experiment.json, report section "Chat CFT". Tests: tests/test_chat_cft.py, tests/test_critique.py.
