@@ -14,7 +14,7 @@ them), so a model never learns to write them itself, and with the tool off a sma
 wrong (docs/rft.md: 0 of 12,800 paths of a d2 model were right). With the tool on the equations are true by
 construction; the final-answer check still decides.
 
-    python -m scripts.chat_rft --sources sft --questions synthmath12:1000 --num-samples 16   # CPU/offline
+    python -m scripts.chat_rft --sources sft --questions synthmath:1000 --num-samples 16 --use-tools  # CPU/offline
     python -m scripts.chat_rft --sources sft:s0,sft:s1,sft:s2 --source base --model-tag s0   # union of 3 models
     python -m scripts.chat_rft --sample-only --sources sft --num-samples 64                  # just the paths
     torchrun --standalone --nproc_per_node=8 -m scripts.chat_rft --questions gsm8k --data hf # 8 GPUs
@@ -56,7 +56,7 @@ add_train_args(parser, dict(source="base", device_batch_size=None, init_lr_frac=
                             eval_batches=8, eval_tasks="", eval_max_problems=50))
 parser.add_argument("--examples-per-step", type=int, default=None, help="conversations per optimizer step over all processes (default: 32 GPU, 16 CPU)")
 parser.add_argument("--sources", type=str, default="sft", help="checkpoints to sample from, comma-separated 'stage[:tag[:step]]' (several: the paper's union)")
-parser.add_argument("--questions", type=str, default="synthmath12:1000", help="training questions to sample on, a mixture spec of tasks with numeric answers (default: the first 1000 SFT synthmath12 items)")
+parser.add_argument("--questions", type=str, default="synthmath:1000", help="training questions to sample on, a mixture spec of tasks with numeric answers (default: the first 1000 synthmath items of the offline SFT mixture)")
 parser.add_argument("--num-samples", type=int, default=16, help="k: sampled paths per question per source")
 parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (the paper: 0.7)")
 parser.add_argument("--top-k", type=int, default=0, help="top-k of the sampler (0: the whole vocabulary)")
