@@ -72,10 +72,14 @@ class HumanEval(Task):
         )
 
     def program(self, conversation, completion):
-        """The program the sandbox runs: imports, the completion's code (after the prompt if it only gave a body), the tests."""
+        """The program the sandbox runs: imports, the prompt, the completion's code, the tests."""
         code = extract_code(completion)
         if f"def {conversation['entry_point']}" not in code:
             code = conversation["prompt"] + code  # a bare body continues the prompt
+        else:
+            # a restated function redefines the prompt's docstring-only stub; the prompt still comes first because
+            # 4 of the 164 prompts define helpers the solution and tests call (HumanEval/10, 32, 38, 50)
+            code = conversation["prompt"] + "\n" + code
         return f"{import_lines(conversation['prompt'])}\n{code}\n\n{conversation['test']}\n\ncheck({conversation['entry_point']})\n"
 
     def evaluate(self, conversation, completion):
