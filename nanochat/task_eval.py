@@ -217,8 +217,9 @@ def evaluate_tasks(model, tokenizer, names, source="auto", log=print0, **kwargs)
 
 
 def chat_core(results):
-    """Mean centered accuracy over the tasks, or None unless every task ran on its full set."""
-    if not results or not all(r["full"] for r in results.values()):
+    """Mean centered accuracy over the tasks, or None unless every ChatCORE task ran on its full set (a
+    single synthetic task evaluated in full is not a ChatCORE)."""
+    if not set(CHATCORE_TASKS.split("|")) <= set(results) or not all(r["full"] for r in results.values()):
         return None
     return sum(r["centered"] for r in results.values()) / len(results)
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nanochat.task_eval import chat_core, evaluate_task, paired_difference
+from nanochat.task_eval import CHATCORE_TASKS, chat_core, evaluate_task, paired_difference
 from tasks.common import Task, chat, evaluate_mc, render_mc
 from tasks.gsm8k import evaluate_math
 from tests.tiny_model import small_tokenizer
@@ -159,10 +159,13 @@ def test_humaneval_through_the_sandbox(tok):
 
 
 def test_chat_core_is_mean_centered_accuracy_of_full_runs():
-    results = {"mc": dict(full=True, centered=(0.5 - 0.25) / 0.75), "gen": dict(full=True, centered=0.2)}
-    assert chat_core(results) == pytest.approx((1 / 3 + 0.2) / 2)
-    results["gen"]["full"] = False
-    assert chat_core(results) is None
+    names = CHATCORE_TASKS.split("|")
+    centered = [(0.5 - 0.25) / 0.75, 0.2, 0.1, 0.0, 0.3, 0.6]
+    results = {n: dict(full=True, centered=c) for n, c in zip(names, centered)}
+    assert chat_core(results) == pytest.approx(sum(centered) / len(centered))
+    results[names[1]]["full"] = False
+    assert chat_core(results) is None  # a slice of any task: no ChatCORE
+    assert chat_core({names[0]: dict(full=True, centered=0.5)}) is None  # one task is not the ChatCORE set
 
 
 def test_paired_difference_by_hand():
