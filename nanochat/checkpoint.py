@@ -259,3 +259,19 @@ def load_model(stage, device, tag=None, step=None):
                            f"retrain the model or restore the tokenizer it was trained with")
     meta["tag"] = tag
     return model, tokenizer, meta
+
+
+def load_model_or_exit(stage, device, tag=None, step=None):
+    """load_model for a script: a missing or mismatched checkpoint is one line on stderr and exit code 2."""
+    try:
+        return load_model(stage, device, tag=tag, step=step)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def restore_training_state(model, optimizer, loader, rank_state, model_state, optim_state):
+    """Put a run back exactly where its checkpoint left it: weights, optimizer, data position, RNG streams."""
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optim_state)
+    loader.load_state_dict(rank_state["loader"])
+    set_rng_state(rank_state["rng"])

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from nanochat.common import print0, MetricsLogger, compute_cleanup
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
-                                 get_rng_state, set_rng_state)
+                                 get_rng_state, restore_training_state)
 from nanochat.chat_data import PackedChatLoader, PaddedChatLoader
 from nanochat.optim import setup_optimizer
 
@@ -173,10 +173,7 @@ def train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=None,
         if meta["model_config"] != config.to_dict():
             raise ValueError(f"checkpoint {ckpt_dir} holds a different model ({meta['model_config']}); resume from "
                              f"the same input checkpoint or use another model tag")
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optim_state)
-        train_loader.load_state_dict(rank_state["loader"])
-        set_rng_state(rank_state["rng"])
+        restore_training_state(model, optimizer, train_loader, rank_state, model_state, optim_state)
         start_step, loop = step, meta["loop"]
         log(f"resumed from {ckpt_dir} at step {step}")
         del model_state, optim_state

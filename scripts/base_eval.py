@@ -15,7 +15,7 @@ import json
 import argparse
 
 from nanochat.common import compute_init, compute_cleanup, print0, get_base_dir
-from nanochat.checkpoint import load_model
+from nanochat.checkpoint import load_model_or_exit
 from nanochat.core_eval import evaluate_core
 from nanochat.report import get_report
 
@@ -28,11 +28,7 @@ parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (d
 args = parser.parse_args()
 
 ci = compute_init(args.device_type)
-try:
-    model, tokenizer, meta = load_model("base", ci.device, tag=args.model_tag, step=args.step)
-except (FileNotFoundError, RuntimeError) as e:
-    print0(f"error: {e}")
-    raise SystemExit(2)
+model, tokenizer, meta = load_model_or_exit("base", ci.device, tag=args.model_tag, step=args.step)
 print0(f"evaluating base/{meta['tag']} step {meta['step']} on CORE ({args.source})")
 try:
     out = evaluate_core(model, tokenizer, ci.device, max_per_task=args.max_per_task, source=args.source)

@@ -10,7 +10,7 @@ bpb counts the loss per UTF-8 byte (special tokens are 0 bytes), so it compares 
 import argparse
 
 from nanochat.common import compute_init, compute_cleanup, print0
-from nanochat.checkpoint import load_model
+from nanochat.checkpoint import load_model_or_exit
 from nanochat.dataloader import DataLoader
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes
@@ -26,11 +26,7 @@ parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (d
 args = parser.parse_args()
 
 ci = compute_init(args.device_type)
-try:
-    model, tokenizer, meta = load_model("base", ci.device, tag=args.model_tag, step=args.step)
-except (FileNotFoundError, RuntimeError) as e:
-    print0(f"error: {e}")
-    raise SystemExit(2)
+model, tokenizer, meta = load_model_or_exit("base", ci.device, tag=args.model_tag, step=args.step)
 T = model.config.sequence_len
 token_bytes = get_token_bytes(tokenizer, ci.device)
 steps = max(1, args.eval_tokens // (args.device_batch_size * T * ci.world_size))

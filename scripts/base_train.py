@@ -13,7 +13,6 @@ validation bits-per-byte, CORE, samples, atomic checkpoints and exact resume.
 
 Outputs: checkpoints in <base_dir>/checkpoints/base/<model-tag>/, metrics in <base_dir>/runs/<run>/metrics.jsonl.
 """
-import os
 import sys
 import math
 import time
@@ -22,11 +21,11 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, get_base_dir, MetricsLogger
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
-                                 get_rng_state, set_rng_state)
+                                 get_rng_state, restore_training_state)
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.report import get_report
 
@@ -208,10 +207,7 @@ if args.resume:
         print0(f"error: checkpoint config {meta['model_config']} differs from this run's {config.to_dict()}; "
                f"resume with the same --depth/--max-seq-len/data flags, or use another --model-tag")
         sys.exit(2)
-    orig_model.load_state_dict(model_state)
-    optimizer.load_state_dict(optim_state)
-    train_loader.load_state_dict(rank_state["loader"])
-    set_rng_state(rank_state["rng"])
+    restore_training_state(orig_model, optimizer, train_loader, rank_state, model_state, optim_state)
     start_step, loop = step, meta["loop"]
     print0(f"resumed from {ckpt_dir} at step {step}")
     del model_state, optim_state
