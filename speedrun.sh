@@ -97,7 +97,7 @@ else
         MID_MIX=(--mix "synthmath:60,mcq:30,spelling:10")
         SFT_MIX=(--mix "synthmath12:60,mcq:20" --examples-per-step 8)
         EVAL=(-a "ARC-Easy|SynthMath12" -x 4 -m 32)
-        HELD_OUT=(-a "SynthMath12" -x 8 -m 32)
+        HELD_OUT=(-a "SynthMath12|SynthMathFresh" -x 8 -m 32)
         RL_SIZE=(--num-steps 2 --prompts-per-step 2 --num-samples 2 --eval-problems 4 --max-new-tokens 32 --pass-k 0)
         DATA_CMD=(python -m nanochat.dataset --local-dir "$LOCAL_DIR")
     else
@@ -107,29 +107,37 @@ else
         MID_MIX=()
         SFT_MIX=()
         EVAL=(-a "ARC-Easy|ARC-Challenge|MMLU|GSM8K|HumanEval" -x 100 -m 256)
-        HELD_OUT=(-a "SynthMath12" -x 500 -m 128)
-        RL_SIZE=(--num-steps 40 --prompts-per-step 8 --num-samples 8 --eval-problems 400 --max-new-tokens 128 --pass-k 4 --pass-k-problems 50)
+        HELD_OUT=(-a "SynthMath12|SynthMathFresh" -x 500 -m 128)
+        RL_SIZE=(--num-steps 80 --prompts-per-step 8 --num-samples 8 --eval-problems 400 --max-new-tokens 128 --pass-k 4 --pass-k-problems 50)
         DATA_CMD=(python -m nanochat.dataset --local)
     fi
+    # every stage names the checkpoint it reads: "the newest tag" would pick the scratch ablation below
+    TAG="d$DEPTH"
     stage data "${DATA_CMD[@]}"
     stage tokenizer python -m scripts.tok_train --vocab-size "$VOCAB" --max-chars "$MAX_CHARS"
     stage tok_eval python -m scripts.tok_eval
-    stage base python -m scripts.base_train --depth "$DEPTH" "${BASE_SIZE[@]}" --sample-every -1 --core-every -1
-    stage base_loss python -m scripts.base_loss
-    stage base_eval python -m scripts.base_eval --max-per-task "$CORE_N"
-    stage mid python -m scripts.mid_train --data offline "${MID_MIX[@]}" "${CHAT_SIZE[@]}"
-    stage sft python -m scripts.chat_sft --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}"
+    stage base python -m scripts.base_train --depth "$DEPTH" --model-tag "$TAG" "${BASE_SIZE[@]}" --sample-every -1 --core-every -1
+    stage base_loss python -m scripts.base_loss --model-tag "$TAG"
+    stage base_eval python -m scripts.base_eval --model-tag "$TAG" --max-per-task "$CORE_N"
+    stage mid python -m scripts.mid_train --model-tag "$TAG" --data offline "${MID_MIX[@]}" "${CHAT_SIZE[@]}"
+    stage sft python -m scripts.chat_sft --model-tag "$TAG" --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}"
     # the value of pretraining: the same SFT from re-initialized weights (no pretraining, no mid-training)
-    stage sft_scratch python -m scripts.chat_sft --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}" --from-scratch --output-tag scratch
-    stage sft_eval python -m scripts.chat_eval -i sft "${EVAL[@]}"
-    stage sft_heldout python -m scripts.chat_eval -i sft "${HELD_OUT[@]}" --out "$BASE/eval/sft_heldout.json"
+    stage sft_scratch python -m scripts.chat_sft --model-tag "$TAG" --data offline "${SFT_MIX[@]}" "${CHAT_SIZE[@]}" \
+        --from-scratch --output-tag scratch
+    stage sft_eval python -m scripts.chat_eval -i sft -g "$TAG" "${EVAL[@]}"
+    # held-out math: SynthMath12 (templates and number ranges training never shows: a hard transfer test) and
+    # SynthMathFresh (500 unseen problems of the training distribution, the same set chat_rl holds out)
+    stage sft_heldout python -m scripts.chat_eval -i sft -g "$TAG" "${HELD_OUT[@]}" --out "$BASE/eval/sft_heldout.json"
     stage scratch_heldout python -m scripts.chat_eval -i sft -g scratch "${HELD_OUT[@]}" --out "$BASE/eval/scratch_heldout.json"
-    stage compare python -m scripts.eval_compare "$BASE/eval/scratch_heldout.json" "$BASE/eval/sft_heldout.json" \
+    stage compare_pretraining python -m scripts.eval_compare "$BASE/eval/scratch_heldout.json" "$BASE/eval/sft_heldout.json" \
         --name "value of pretraining (SFT from base+mid vs SFT from scratch)"
     # RL with the recipe of docs/rl_recipe.md; chat_rl reports its own paired held-out comparison with its start
-    stage rl python -m scripts.chat_rl --source sft --min-steps 2 --max-steps 4 --eval-split fresh --temperature 0.6 \
-        --drop-constant-groups --eval-every -1 "${RL_SIZE[@]}"
-    stage rl_eval python -m scripts.chat_eval -i rl "${EVAL[@]}"
+    stage rl python -m scripts.chat_rl --source sft --model-tag "$TAG" --min-steps 2 --max-steps 4 --eval-split fresh \
+        --temperature 0.6 --drop-constant-groups --eval-every -1 "${RL_SIZE[@]}"
+    stage rl_eval python -m scripts.chat_eval -i rl -g "$TAG" "${EVAL[@]}"
+    stage rl_heldout python -m scripts.chat_eval -i rl -g "$TAG" "${HELD_OUT[@]}" --out "$BASE/eval/rl_heldout.json"
+    stage compare_rl python -m scripts.eval_compare "$BASE/eval/sft_heldout.json" "$BASE/eval/rl_heldout.json" \
+        --name "value of RL (RL vs its SFT start)"
 fi
 
 stage report python -m nanochat.report generate

@@ -58,6 +58,12 @@ def _make(name, source):
         from tasks.synthmath import SynthMath
         steps = dict(min_steps=1, max_steps=2) if name == "SynthMath12" else {}
         return SynthMath("test", size=SYNTH_EVAL_SIZE, **steps)
+    if name == "SynthMathFresh":
+        # unseen problems of the training distribution: the held-out set of chat_rl's default recipe
+        # (--task-seed 1 --eval-split fresh --min-steps 2 --max-steps 4), so SFT, SFT-from-scratch and RL are
+        # scored on the very same problems. tests/test_task_eval.py checks none of them is a training item.
+        from nanochat.rollout import prompt_tasks
+        return prompt_tasks("synthmath", task_seed=1, eval_split="fresh", min_steps=2, max_steps=4)[1][:SYNTH_EVAL_SIZE]
     if name == "SynthIF":
         from tasks.synthif import SynthIF
         return SynthIF("test", size=SYNTH_EVAL_SIZE)
@@ -74,7 +80,7 @@ def _make(name, source):
 
 
 EVAL_TASKS = ("ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "MBPP", "SynthMath", "SynthMath12",
-              "SynthIF", "Spelling", "MCQ", "Identity")
+              "SynthMathFresh", "SynthIF", "Spelling", "MCQ", "Identity")
 CHATCORE_TASKS = "ARC-Easy|ARC-Challenge|MMLU|GSM8K|HumanEval|Spelling"  # the default -a of chat_eval
 
 

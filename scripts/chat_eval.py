@@ -7,8 +7,10 @@ sampling through the engine (calculator tool on; HumanEval/MBPP run in the sandb
     python -m scripts.chat_eval -i mid -a GSM8K --num-samples 8 --temperature 0.8   # pass@8
     torchrun --standalone --nproc_per_node=8 -m scripts.chat_eval -i sft          # items split over 8 GPUs
 
-Tasks (-a, several with '|'): ARC-Easy ARC-Challenge MMLU GSM8K HumanEval MBPP SynthMath SynthMath12 SynthIF
-Spelling MCQ Identity. ChatCORE (mean centered accuracy) is reported when every task ran on its full set.
+Tasks (-a, several with '|'): ARC-Easy ARC-Challenge MMLU GSM8K HumanEval MBPP SynthMath SynthMath12
+SynthMathFresh SynthIF Spelling MCQ Identity. The synthetic ones are held-out splits: SynthMath/SynthMath12 use
+templates and number ranges that training never shows; SynthMathFresh is unseen problems of the training
+distribution (chat_rl's held-out set). ChatCORE (mean centered accuracy) is reported when every task ran on its full set.
 Outputs: <base_dir>/eval/<stage>_<tag>_<step>.json (per-task metrics and per-item correctness, for paired
 comparisons between stages) and the report section "Chat evaluation <stage>".
 """

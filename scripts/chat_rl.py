@@ -343,7 +343,9 @@ for line in lines:
 logger.log({"step": args.num_steps, **{k.replace(" ", "_"): v for k, v in summary.items()}})
 if master:
     from nanochat.report import get_report
-    get_report().log("Chat RL", [vars(args), {"loss norm": loss_norm, "minutes": (time.time() - t_start) / 60}, *lines],
+    start = f"{args.source}/{input_meta['tag']}@{input_meta['step']}"
+    get_report().log("Chat RL", [vars(args), {"start checkpoint": start, "loss norm": loss_norm,
+                                              "minutes": (time.time() - t_start) / 60}, *lines],
                      summary={f"{args.task} {k}": v for k, v in summary.items()}, column="rl")
 print0(f"done: checkpoints in {ckpt_dir}, metrics in {logger.path}")
 logger.finish()

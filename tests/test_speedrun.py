@@ -50,6 +50,16 @@ def test_micro_speedrun_produces_every_report_section(tmp_path):
                  "Chat RL", "Chat evaluation rl"]:
         assert name in sections, f"report lacks section {name!r}; has {sections}"
     assert any(s.startswith("Paired comparison: value of pretraining") for s in sections)
+    assert any(s.startswith("Paired comparison: value of RL") for s in sections)
+    # each comparison scored the checkpoints it names (an earlier speedrun let "the newest sft tag" pick the
+    # from-scratch ablation for both sides, and started RL from it)
+    import json
+    evals = {name: json.load(open(tmp_path / "base" / "eval" / f"{name}.json"))
+             for name in ("sft_heldout", "scratch_heldout", "rl_heldout")}
+    assert [(e["stage"], e["tag"]) for e in evals.values()] == [("sft", "d1"), ("sft", "scratch"), ("rl", "d1")]
+    assert set(evals["sft_heldout"]["results"]) == {"SynthMath12", "SynthMathFresh"}
+    rl = json.load(open(tmp_path / "base" / "report" / "chat-rl.json"))
+    assert rl["data"][1]["start checkpoint"].startswith("sft/d1@")
     # the summary table carries the stages' numbers, the ablation in its own column
     summary = report[report.index("## Summary"):]
     assert re.search(r"\| val bpb \| \d+\.\d{4} \|", summary)

@@ -177,3 +177,24 @@ def test_paired_difference_by_hand():
     assert se == pytest.approx((d.std() / 5 ** 0.5).item())
     with pytest.raises(ValueError, match="at least 2"):
         paired_difference(a[:1], b[:1])
+
+
+# -----------------------------------------------------------------------------
+# SynthMathFresh: chat_rl's held-out set, and never a training item
+
+
+def test_synthmath_fresh_is_the_rl_held_out_set_and_disjoint_from_training():
+    from nanochat.chat_data import load_stage_data
+    from nanochat.rollout import prompt_tasks
+    from nanochat.task_eval import SYNTH_EVAL_SIZE, get_eval_task
+    fresh = get_eval_task("SynthMathFresh")
+    assert len(fresh) == SYNTH_EVAL_SIZE >= 400
+    train, held = prompt_tasks("synthmath", task_seed=1, eval_split="fresh", min_steps=2, max_steps=4)
+    questions = [c["messages"][0]["content"] for c in fresh]
+    assert questions == [held[i]["messages"][0]["content"] for i in range(len(fresh))]
+    # none of them is an SFT/mid training conversation (the offline mixtures draw synthmath from seed 0) or one
+    # of the first 10k RL training prompts (seed 1)
+    seen = {c["messages"][0]["content"] for c in load_stage_data("sft", "train", "offline", mix="synthmath:7000,synthmath12:3000")[0]}
+    seen |= {c["messages"][0]["content"] for c in load_stage_data("mid", "train", "offline", mix="synthmath:3000")[0]}
+    seen |= {train[i]["messages"][0]["content"] for i in range(10_000)}
+    assert len(seen) > 17_000 and not seen & set(questions)
