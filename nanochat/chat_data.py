@@ -107,6 +107,8 @@ REGISTRY = {
     # synthetic, unlimited, train / held-out splits with disjoint templates and number ranges
     "synthmath": _synthetic("tasks.synthmath.SynthMath"),
     "synthmath12": _synthetic("tasks.synthmath.SynthMath", min_steps=1, max_steps=2),
+    # `<<expr=result>>` left in the text: the model writes its own arithmetic (RFT samples with the tool off)
+    "synthmath-notool": _synthetic("tasks.synthmath.SynthMath", tools=False),
     "synthmath-think": _synthetic("tasks.synthmath.SynthMath", think=True),  # s1-style thinking, then the answer
     # inputs <= 10: arithmetic small enough for a tiny CPU model to do in its head while thinking (no tools)
     "synthmath-think-small": _synthetic("tasks.synthmath.SynthMath", think=True, max_number=10),
@@ -234,7 +236,7 @@ def load_stage_data(stage, split="train", source="auto", mix=None, seed=0, decon
 
 
 class _Decontaminator:
-    """The filter load_stage_data hands build_mixture: nanochat/decontam.py against every evaluation set."""
+    """The filter load_stage_data hands build_mixture: nanochat/decontam.py against the DECONTAM_TASKS eval sets."""
 
     def __init__(self, stage, mode, action):
         self.stage, self.mode, self.action, self.summary = stage, mode, action, ""
@@ -244,9 +246,9 @@ class _Decontaminator:
         from nanochat.common import get_base_dir
         from nanochat.decontam import decontaminate, eval_fingerprints, summarize
         from nanochat.report import get_report
-        from nanochat.task_eval import EVAL_TASKS
+        from nanochat.task_eval import DECONTAM_TASKS
         cache = os.path.join(get_base_dir(), "decontam")
-        eval_sets = eval_fingerprints(EVAL_TASKS, self.mode, cache_dir=cache, log=print0)
+        eval_sets = eval_fingerprints(DECONTAM_TASKS, self.mode, cache_dir=cache, log=print0)
         kept, report = decontaminate(sources, eval_sets, action=self.action)
         self.summary = summarize(report)
         print0(f"[data] {self.stage} decontamination against {len(eval_sets)} eval sets: {self.summary}")

@@ -253,8 +253,8 @@ def decontaminate_task(task, name, source="offline", action="drop", eval_names=N
     import os
     from nanochat.common import get_base_dir
     from nanochat.report import get_report
-    from nanochat.task_eval import EVAL_TASKS
-    eval_sets = eval_fingerprints(eval_names or EVAL_TASKS, source, os.path.join(get_base_dir(), "decontam"), log=log)
+    from nanochat.task_eval import DECONTAM_TASKS
+    eval_sets = eval_fingerprints(eval_names or DECONTAM_TASKS, source, os.path.join(get_base_dir(), "decontam"), log=log)
     kept, report = decontaminate([(name, task)], eval_sets, action=action)
     summary = summarize(report)
     log(f"[data] {name} decontamination against {len(eval_sets)} eval sets: {summary}")

@@ -337,6 +337,7 @@ def add_train_args(parser, defaults):
     add("--run", type=str, default=None, help="run name for metrics (and wandb if installed; default: <stage>_<tag>)")
     add("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
     add("--seed", type=int, default=42, help="seed of the RNGs")
+    add("--data-seed", type=int, default=0, help="seed of the mixture: which items of each task (when a count is given) and their order")
     add("--no-compile", action="store_true", help="skip torch.compile on CUDA")
 
 
@@ -387,7 +388,7 @@ def load_train_val(stage, args):
     """(train_task, train_desc, val_task, val_desc) of --data/--mix/--val-mix; a bad mixture exits with one line."""
     from nanochat.chat_data import load_stage_data
     try:
-        train_task, train_desc = load_stage_data(stage, "train", args.data, args.mix,
+        train_task, train_desc = load_stage_data(stage, "train", args.data, args.mix, seed=args.data_seed,
                                                  decontaminate=getattr(args, "decontaminate", "drop"))
         val_task, val_desc = load_stage_data(stage, "val", args.data, args.val_mix)
     except (ValueError, RuntimeError, FileNotFoundError) as e:

@@ -90,7 +90,7 @@ def parse_source(spec):
 
 try:
     mode = choose_source(args.data, "rft questions")
-    question_task, _ = build_mixture(args.questions, "train", mode, seed=0)
+    question_task, _ = build_mixture(args.questions, "train", mode, seed=args.data_seed)  # the SFT data's first items
 except (ValueError, RuntimeError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}")
 questions = [c for c in question_task if c.get("answer") is not None]
@@ -104,7 +104,7 @@ print0(f"{len(questions):,} questions with answers (of {len(question_task):,} in
 
 
 def cache_path(stage, tag, step, k):
-    name = f"{stage}_{tag}_{step}_{args.questions}_T{args.temperature}_seed{args.sample_seed}_tools{int(args.use_tools)}"
+    name = f"{stage}_{tag}_{step}_{args.questions}_T{args.temperature}_seed{args.sample_seed}_data{args.data_seed}_tools{int(args.use_tools)}"
     return os.path.join(get_base_dir(), "rft", "samples", re.sub(r"[^A-Za-z0-9_.-]", "-", name) + f"_k{k}.jsonl")
 
 
@@ -253,7 +253,7 @@ try:
     if args.no_sft_data:
         train_task, train_desc = rft_task, f"rft paths {len(rft_task):,}"
     else:
-        sft_task, sft_desc = load_stage_data("sft", "train", args.data, args.mix)
+        sft_task, sft_desc = load_stage_data("sft", "train", args.data, args.mix, seed=args.data_seed)
         train_task = TaskMixture([sft_task, rft_task], seed=args.seed)
         train_desc = f"{sft_desc} + rft paths {len(rft_task):,}"
 except (ValueError, RuntimeError, FileNotFoundError) as e:

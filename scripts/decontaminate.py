@@ -20,14 +20,14 @@ from nanochat.common import print0
 from nanochat.chat_data import MIXTURES, build_mixture
 from nanochat.decontam import ACTIONS, ITEM_THRESHOLD, N, SOURCE_THRESHOLD, decontaminate, load_eval_sets, summarize
 from nanochat.report import get_report
-from nanochat.task_eval import EVAL_TASKS
+from nanochat.task_eval import DECONTAM_TASKS
 from tasks.common import choose_source
 
 parser = argparse.ArgumentParser(description="8-gram decontamination report of a training mixture against the eval sets.")
 parser.add_argument("--stage", choices=["mid", "sft"], default="sft", help="whose default mixture to check (when --mix is not given)")
 parser.add_argument("--mix", type=str, default=None, help="training mixture 'name[:count],...' (default: the stage's mixture for the data mode)")
 parser.add_argument("--data", choices=["auto", "hf", "offline"], default="auto", help="data sources: Hugging Face, offline, or auto")
-parser.add_argument("--eval", type=str, default=",".join(EVAL_TASKS), help="comma-separated evaluation sets (nanochat/task_eval.py names)")
+parser.add_argument("--eval", type=str, default=",".join(DECONTAM_TASKS), help="comma-separated evaluation sets (nanochat/task_eval.py names)")
 parser.add_argument("--action", choices=ACTIONS, default="drop", help="what to do with contamination (reported here; data loading applies it)")
 parser.add_argument("--threshold", type=float, default=ITEM_THRESHOLD, help="an eval item is contaminated above this fraction of its tokens covered")
 parser.add_argument("--source-threshold", type=float, default=SOURCE_THRESHOLD, help="a source is flagged above this fraction of one eval set contaminated")

@@ -8,8 +8,9 @@ SFT model item by item (paired difference). Each training is a subprocess of scr
     python -m scripts.exp_rft --seeds 0,1,2 --ks 4,16,64 --union               # CPU, about an hour when quiet
     python -m scripts.exp_rft --seeds 0 --ks 16 --questions synthmath12:100    # a quick look
 
-Needs base checkpoints tagged s<seed> (e.g. `python -m scripts.base_train --data synthetic --depth 2
---num-iterations 1 --seed 0 --model-tag s0`). Outputs: <base_dir>/rft/experiment.json (every number, per item
+Starts every seed from base checkpoints tagged s<seed> (e.g. `python -m scripts.base_train --data synthetic
+--depth 2 --num-iterations 1 --seed 0 --model-tag s0`), or all seeds from one checkpoint with --start (the
+speedrun's `--start mid:d2`: the seeds then differ in SFT data order and sampling). Outputs: <base_dir>/rft/experiment.json (every number, per item
 results left out) and the "RFT experiment" report section (mean +- std over seeds).
 """
 import os
@@ -27,7 +28,8 @@ from nanochat.task_eval import evaluate_task, paired_difference
 from nanochat.report import get_report
 
 parser = argparse.ArgumentParser(description="RFT vs SFT on SynthMath, several seeds, paired held-out pass@1.")
-parser.add_argument("--seeds", type=str, default="0,1,2", help="comma-separated seeds (base checkpoints s<seed>)")
+parser.add_argument("--seeds", type=str, default="0,1,2", help="comma-separated seeds (base checkpoints s<seed> unless --start)")
+parser.add_argument("--start", type=str, default=None, help="'stage:tag' every seed's SFT and RFT start from (e.g. mid:d2 of the speedrun; default base:s<seed>)")
 parser.add_argument("--ks", type=str, default="4,16,64", help="comma-separated k: sampled paths per question")
 parser.add_argument("--union", action="store_true", help="also RFT on the union of every seed's SFT model paths (k = max of --ks each)")
 parser.add_argument("--mix", type=str, default="synthmath12:8000", help="the SFT data (also the original data of RFT)")
@@ -42,6 +44,20 @@ parser.add_argument("--train-flags", type=str, default="--init-lr-frac 1.0 --exa
 args = parser.parse_args()
 
 seeds = [int(s) for s in args.seeds.split(",")]
+if args.start is not None and args.start.count(":") != 1:
+    parser.error(f"--start {args.start!r}: use stage:tag, e.g. mid:d2")
+
+
+def start(seed):
+    """--source/--model-tag flags of the checkpoint seed `seed` starts from."""
+    stage, tag = args.start.split(":") if args.start else ("base", f"s{seed}")
+    return f"--source {stage} --model-tag {tag}"
+
+
+def seeds_of(seed):
+    """A seed sets the RNGs, which SFT items are drawn and in what order (and, for RFT, the sampler)."""
+    return f"--seed {seed} --data-seed {seed}"
+
 ks = sorted((int(k) for k in args.ks.split(",")), reverse=True)  # the largest first: smaller k reuse its samples
 results_path = args.results or os.path.join(get_base_dir(), "rft", "experiment.json")
 results = json.load(open(results_path)) if os.path.exists(results_path) else {}
@@ -92,20 +108,20 @@ rows = {}  # variant -> list over seeds of (acc, diff vs SFT, kept per question)
 for seed in seeds:
     sft_tag = f"sft{seed}"
     if not trained("sft", sft_tag):
-        run("scripts.chat_sft", f"--source base --model-tag s{seed} --output-tag {sft_tag} --seed {seed}")
+        run("scripts.chat_sft", f"{start(seed)} --output-tag {sft_tag} {seeds_of(seed)}")
     sft = evaluate("sft", sft_tag)
     rows.setdefault("SFT", []).append((sft["accuracy"], 0.0, 0.0, 0.0))
     variants = [(f"RFT k={k}", f"rft_k{k}_s{seed}", f"sft:{sft_tag}", k) for k in ks]
     if args.union:  # needs every seed's SFT model: train the missing ones first
         for s in seeds:
             if not trained("sft", f"sft{s}"):
-                run("scripts.chat_sft", f"--source base --model-tag s{s} --output-tag sft{s} --seed {s}")
+                run("scripts.chat_sft", f"{start(s)} --output-tag sft{s} {seeds_of(s)}")
         variants.append(("RFT union", f"rft_union_s{seed}", ",".join(f"sft:sft{s}" for s in seeds), ks[0]))
     if args.control:
         ctl_tag = f"sftctl{seed}"
         name, count = args.mix.split(":")
         if not trained("sft", ctl_tag):
-            cmd = f"--source base --model-tag s{seed} --output-tag {ctl_tag} --seed {seed}"
+            cmd = f"{start(seed)} --output-tag {ctl_tag} {seeds_of(seed)}"
             run("scripts.chat_sft", cmd, mix=f"{name}:{int(count) + 1}")
         res = evaluate("sft", ctl_tag)
         diff, se = paired_difference(sft["items"], res["items"])
@@ -114,7 +130,7 @@ for seed in seeds:
     for name, tag, sources, k in variants:
         if not trained("rft", tag):
             run("scripts.chat_rft", f"--sources {sources} --num-samples {k} --questions {args.questions} "
-                                    f"--source base --model-tag s{seed} --output-tag {tag} --seed {seed} {args.rft_flags}")
+                                    f"{start(seed)} --output-tag {tag} {seeds_of(seed)} --sample-seed {seed} {args.rft_flags}")
         res = evaluate("rft", tag)
         diff, se = paired_difference(sft["items"], res["items"])
         stats = rft_stats(tag)

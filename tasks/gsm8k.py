@@ -14,12 +14,17 @@ from tasks.common import Task, chat, choose_source, load_hf, no_offline_split
 from tasks.verify import annotations_to_parts, extract_answer, split_steps
 
 
-def gsm8k_conversation(question, solution, **extra):
-    """The one place a (question, annotated solution) pair becomes a conversation (synthmath uses it too)."""
+def gsm8k_conversation(question, solution, tools=True, **extra):
+    """
+    The one place a (question, annotated solution) pair becomes a conversation (synthmath uses it too).
+    tools=True: each `<<expr=result>>` becomes a calculator call whose output the engine writes; tools=False:
+    the annotations stay in the text, so the model learns to write every result itself (RFT's setting).
+    """
     steps, answer = split_steps(solution)
     if answer is None:
         raise ValueError(f"solution has no final '#### N' line: {solution[-80:]!r}")
-    return chat(question.strip(), annotations_to_parts(solution), answer=answer, steps=steps, **extra)
+    parts = annotations_to_parts(solution) if tools else solution
+    return chat(question.strip(), parts, answer=answer, steps=steps, **extra)
 
 
 def evaluate_math(conversation, completion):

@@ -15,6 +15,8 @@ splits them too (even-indexed words train, odd-indexed words test) for a stricte
 
 `think=True` gives the s1-style variant (arXiv 2501.19393): the assistant first thinks (the solution as
 prose, no tool calls) inside a think part, then answers with a short text part ending in `#### N`.
+`tools=False` keeps the `<<expr=result>>` annotations in the text instead of turning them into calculator
+calls: the model learns to write every result itself (RFT samples with the tool off, arXiv 2308.01825).
 
     python -m tasks.synthmath --split test --steps 3 -n 3     # print a few problems
 """
@@ -248,7 +250,7 @@ class SynthMath(Task):
     name = "SynthMath"
 
     def __init__(self, split="train", size=100_000, seed=0, min_steps=1, max_steps=4, max_number=50,
-                 families=None, shared_vocab=True, think=False, **kwargs):
+                 families=None, shared_vocab=True, think=False, tools=True, **kwargs):
         super().__init__(**kwargs)
         if split not in SPLITS:
             raise ValueError(f"SynthMath split {split!r}: expected 'train' or 'test'")
@@ -260,7 +262,7 @@ class SynthMath(Task):
         unknown = set(self.families) - set(FAMILIES)
         if unknown:
             raise ValueError(f"unknown SynthMath families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
-        self.split, self.size, self.seed, self.think = split, size, seed, think
+        self.split, self.size, self.seed, self.think, self.tools = split, size, seed, think, tools
         self.min_steps, self.max_steps, self.max_number = min_steps, max_steps, max_number
         parity = SPLITS.index(split)
         self.names = NAMES if shared_vocab else NAMES[parity::2]
@@ -285,7 +287,7 @@ class SynthMath(Task):
         solution = solutions[index % len(solutions)]  # spread the step orders evenly over the data
         extra = dict(solutions=solutions, numbers=numbers, family=family, id=f"{self.split}-{self.seed}-{index}")
         if not self.think:
-            return gsm8k_conversation(question, solution, **extra)
+            return gsm8k_conversation(question, solution, tools=self.tools, **extra)
         steps, answer_str = split_steps(solution)
         thinking = strip_annotations("\n".join(s["line"] for s in steps))
         parts = [{"type": "think", "text": thinking}, {"type": "text", "text": f"The answer is {answer_str}.\n#### {answer_str}"}]

@@ -160,7 +160,7 @@ def test_stage_loading_drops_and_reports(tmp_path, monkeypatch):
     from nanochat.chat_data import load_stage_data
     from nanochat.decontam import prompt_text
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
-    monkeypatch.setattr(task_eval, "EVAL_TASKS", ("MCQ",))  # one small eval set keeps the test fast
+    monkeypatch.setattr(task_eval, "DECONTAM_TASKS", ("MCQ",))  # one small eval set keeps the test fast
     mix = "mcq:300,synthmath12:20"
     full, _ = load_stage_data("sft", "train", "offline", mix, decontaminate="off")
     reported, desc_report = load_stage_data("sft", "train", "offline", mix, decontaminate="report")

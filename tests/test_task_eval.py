@@ -186,7 +186,8 @@ def test_paired_difference_by_hand():
 def test_synthmath_fresh_is_the_rl_held_out_set_and_disjoint_from_training():
     from nanochat.chat_data import load_stage_data
     from nanochat.rollout import prompt_tasks
-    from nanochat.task_eval import SYNTH_EVAL_SIZE, get_eval_task
+    from nanochat.task_eval import DECONTAM_TASKS, SYNTH_EVAL_SIZE, get_eval_task
+    assert "SynthMathFresh" not in DECONTAM_TASKS  # same templates as training by design: 8-grams overlap
     fresh = get_eval_task("SynthMathFresh")
     assert len(fresh) == SYNTH_EVAL_SIZE >= 400
     train, held = prompt_tasks("synthmath", task_seed=1, eval_split="fresh", min_steps=2, max_steps=4)

@@ -122,6 +122,21 @@ def test_synthmath_thinking_variant():
         assert task.evaluate(conv, f"<|think_start|>#### 123456789<|think_end|>#### {conv['answer']}")
 
 
+def test_synthmath_without_tools_writes_its_own_arithmetic():
+    from nanochat.rft import check_path
+    from tasks.verify import extract_equations
+    with_tools, without = SynthMath("train", seed=3), SynthMath("train", seed=3, tools=False)
+    for a, b in zip(with_tools[:50], without[:50]):
+        parts, text = a["messages"][1]["content"], b["messages"][1]["content"]
+        assert isinstance(text, str) and "<<" in text and text.endswith(f"#### {b['answer']}")
+        # the same equations: tool calls + outputs there, inline annotations here
+        calls = [(p["text"], q["text"]) for p, q in zip(parts, parts[1:]) if p["type"] == "python"]
+        assert extract_equations(text) == calls
+        assert without.evaluate(b, text) and check_path(text, b["answer"]) == (True, "ok")
+    wrong = text.replace(f"={calls[-1][1]}>>", f"={int(calls[-1][1]) + 1}>>")
+    assert check_path(wrong, b["answer"])[1].startswith("false equation")  # caught though the answer is right
+
+
 # -----------------------------------------------------------------------------
 # multiple-choice practice
 
