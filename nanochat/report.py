@@ -36,7 +36,14 @@ SECTION_ORDER = [
     "Chat RL", "Chat evaluation rl",
 ]
 SUMMARY_COLUMNS = ["base", "mid", "sft", "rl"]  # further columns (rft, cft, dpo, ...) are appended as they appear
+MAIN_TAG = re.compile(r"d\d+")  # base_train's default tag d<depth> marks the main line; other tags are ablations
 GPU_HOURLY_USD = 3.0  # rough on-demand price of one H100-hour, for the cost estimate
+
+
+def summary_column(stage, tag):
+    """The summary-table column of a checkpoint: its stage for the main line (d20, d2, ...), stage/tag for an
+    ablation such as sft/scratch, so the ablation's numbers sit beside the main ones instead of overwriting them."""
+    return stage if tag is None or MAIN_TAG.fullmatch(tag) else f"{stage}/{tag}"
 
 # -----------------------------------------------------------------------------
 # system and git info for the header

@@ -21,7 +21,7 @@ import argparse
 from nanochat.common import compute_init, compute_cleanup, print0, get_base_dir, is_master
 from nanochat.checkpoint import load_model
 from nanochat.task_eval import CHATCORE_TASKS, EVAL_TASKS, evaluate_tasks, get_eval_task
-from nanochat.report import get_report
+from nanochat.report import get_report, summary_column
 
 parser = argparse.ArgumentParser(description="Evaluate a chat model on tasks.")
 parser.add_argument("-i", "--source", type=str, required=True, help="stage of the checkpoint: base, mid, sft, rl, ...")
@@ -83,8 +83,7 @@ if is_master():
         summary["ChatCORE"] = chatcore
     rows = [{name: f"{r['accuracy']:.4f} +- {r['stderr']:.4f} (n={r['n']}{'' if r['full'] else ', slice'})"
              for name, r in results.items()}]
-    # an explicitly named tag (an ablation such as sft/scratch) gets its own column in the summary table
-    column = args.source if args.model_tag is None else f"{args.source}/{args.model_tag}"
+    column = summary_column(args.source, args.model_tag)  # an ablation (sft/scratch) gets its own column
     get_report().log(f"Chat evaluation {args.source}", [vars(args), dict(tag=meta["tag"], step=meta["step"],
                      results_json=out, ChatCORE=chatcore), *rows], summary=summary, column=column)
 compute_cleanup()

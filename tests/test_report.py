@@ -57,3 +57,9 @@ def test_svg_plot_scales_points_into_the_box():
 def test_slugify():
     assert slugify("Chat evaluation sft") == "chat-evaluation-sft"
     assert slugify("  RL: GRPO (β=0.1) ") == "rl-grpo-0-1"
+
+
+def test_summary_column_main_line_and_ablations():
+    from nanochat.report import summary_column
+    assert summary_column("sft", None) == summary_column("sft", "d2") == summary_column("sft", "d20") == "sft"
+    assert summary_column("sft", "scratch") == "sft/scratch" and summary_column("rl", "d2try") == "rl/d2try"

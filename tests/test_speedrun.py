@@ -64,6 +64,7 @@ def test_micro_speedrun_produces_every_report_section(tmp_path):
     summary = report[report.index("## Summary"):]
     assert re.search(r"\| val bpb \| \d+\.\d{4} \|", summary)
     assert "SFT/SCRATCH" in summary.split("\n\n")[1] or "SFT/SCRATCH" in summary
+    assert "SFT/D1" not in summary and "RL/D1" not in summary  # the main line stays in the stage columns
     # base training lowered the validation bits per byte
     start = float(re.search(r"val bpb at start: (\d+\.\d+)", report).group(1))
     end = float(re.search(r"val bpb at end: (\d+\.\d+)", report).group(1))
