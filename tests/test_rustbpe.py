@@ -237,17 +237,24 @@ def test_iterator_exception_propagates():
 def test_ctrl_c_interrupts_training():
     import signal
     import threading
-    import time
 
-    def docs(deadline):  # endless for 10 s, so a missing signal check fails instead of hanging
-        while time.time() < deadline:
+    fired = threading.Event()
+
+    def interrupt():
+        fired.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def docs():  # endless until the signal, then a bounded tail: a missing signal check fails, never hangs
+        after = 0  # (counted in documents, not seconds: a paused or loaded machine must not end it early)
+        while after < 100_000:
+            after += fired.is_set()
             yield "some text " * 100
 
-    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.5, interrupt)
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            train_rust(docs(time.time() + 10), 300)
+            train_rust(docs(), 300)
     finally:
         timer.cancel()
 
