@@ -10,8 +10,10 @@ SFT model item by item (paired difference). Each training is a subprocess of scr
 
 Starts every seed from base checkpoints tagged s<seed> (e.g. `python -m scripts.base_train --data synthetic
 --depth 2 --num-iterations 1 --seed 0 --model-tag s0`), or all seeds from one checkpoint with --start (the
-speedrun's `--start mid:d2`: the seeds then differ in SFT data order and sampling). Outputs: <base_dir>/rft/experiment.json (every number, per item
-results left out) and the "RFT experiment" report section (mean +- std over seeds).
+speedrun's `--start mid:d2`: the seeds then differ in SFT data order and sampling). Outputs:
+<base_dir>/rft/experiment.json (every number) and the "RFT experiment" report section (mean +- std over seeds).
+With the calculator OFF (the paper's setting) the SFT data must teach the model to write its own results:
+`--mix synthmath-notool:6000 --questions synthmath-notool:100` (annotations stay in the text).
 """
 import os
 import sys
