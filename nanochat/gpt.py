@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanochat.common import compute_dtype
+from nanochat.head_loss import softcapped_cross_entropy
 
 # -----------------------------------------------------------------------------
 # config
@@ -247,10 +248,15 @@ class GPT(nn.Module):
         x = norm(x)
         for block in self.transformer.h:
             x = block(x, cos, sin, kv_cache)
-        x = norm(x)
         # soft-capping: softcap * tanh(logits / softcap); dividing x (B, T, C) instead of the logits (B, T, V)
         # gives the same logits / softcap with one pass over C, not V, elements
-        logits = self.lm_head(x / self.config.softcap).float()  # (B, T, V), fp32 for a stable softmax
+        x = norm(x) / self.config.softcap
+        if targets is not None and x.device.type == "cpu" and (loss_reduction != "none" or not torch.is_grad_enabled()):
+            # CPU: head, softcap and loss in one chunked pass that never holds (B, T, V) (nanochat/head_loss.py)
+            loss = softcapped_cross_entropy(x.view(B * T, -1), self.lm_head.weight.to(x.dtype), targets.reshape(-1),
+                                            self.config.softcap, loss_reduction)
+            return loss.view(B, T) if loss_reduction == "none" else loss
+        logits = self.lm_head(x).float()  # (B, T, V), fp32 for a stable softmax
         logits = self.config.softcap * torch.tanh(logits)
         if targets is None:
             return logits

@@ -27,17 +27,32 @@ import torch.distributed as dist
 # Newton-Schulz orthogonalization
 
 
+def newton_schulz_dtype(device):
+    """
+    bf16 on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 or AMX: 2-3x the fp32 matmul rate
+    there, measured by scripts/model_bench.py's machine), fp32 on other CPUs, where bf16 is emulated and slow.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
 @torch.no_grad()
-def zeropower_via_newtonschulz5(G, steps=5):
+def zeropower_via_newtonschulz5(G, steps=5, dtype=None):
     """
     Approximately U V^T for G = U S V^T (the "zeroth power" of G), by a quintic Newton-Schulz iteration.
     The coefficients (a, b, c) = (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular values
     quickly into roughly [0.7, 1.2] rather than converging exactly to 1, which is all Muon needs.
-    Runs in bf16 on CUDA (fast, and the iteration is robust to it) and fp32 elsewhere.
+    The iteration is robust to bf16 (Keller Jordan runs it in bf16), so `dtype` defaults to bf16 wherever bf16
+    matmuls are fast (newton_schulz_dtype) and fp32 elsewhere.
     """
     assert G.ndim == 2, "Muon orthogonalizes matrices"
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    X = G.to(dtype or newton_schulz_dtype(G.device))
     transposed = X.size(0) > X.size(1)
     if transposed:  # iterate on the wide orientation: X @ X^T is then the smaller Gram matrix
         X = X.mT
@@ -61,7 +76,8 @@ class MuonAdamW(torch.optim.Optimizer):
     kind="adamw" (lr, betas, eps, weight_decay). Scripts change group["lr"] / group["momentum"] for schedules.
     """
 
-    def __init__(self, param_groups):
+    def __init__(self, param_groups, ns_dtype=None):
+        self.ns_dtype = ns_dtype  # Newton-Schulz dtype; None: newton_schulz_dtype of each parameter's device
         defaults = dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5,
                         betas=(0.8, 0.95), eps=1e-10)
         super().__init__(param_groups, defaults)
@@ -137,7 +153,7 @@ class MuonAdamW(torch.optim.Optimizer):
         buf = state["momentum_buffer"]
         buf.lerp_(grad, 1 - group["momentum"])
         update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-        update = zeropower_via_newtonschulz5(update, steps=group["ns_steps"])
+        update = zeropower_via_newtonschulz5(update, steps=group["ns_steps"], dtype=self.ns_dtype)
         # an orthogonal (rows x cols) matrix has RMS entry 1/sqrt(max dim); sqrt(max(1, rows/cols)) restores a
         # comparable per-entry step size for tall matrices (e.g. the MLP's c_fc)
         scale = max(1.0, p.size(0) / p.size(1)) ** 0.5

@@ -28,7 +28,7 @@ parser.add_argument("--batch-size", type=int, default=8, help="sequences per ste
 parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
 parser.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size")
 parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
-parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median reported)")
+parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per model (median reported)")
 parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")

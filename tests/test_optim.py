@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from nanochat.gpt import GPTConfig, build_model
-from nanochat.optim import MuonAdamW, setup_optimizer, zeropower_via_newtonschulz5
+from nanochat.optim import MuonAdamW, setup_optimizer, zeropower_via_newtonschulz5, newton_schulz_dtype
 
 torch.set_num_threads(1)
 
@@ -23,7 +23,7 @@ def test_newton_schulz_is_close_to_orthogonal():
     square = Q1 @ torch.diag(torch.linspace(0.05, 1.0, 48)) @ Q2  # a square Gaussian has sigma_min ~ 0
     for G in [torch.randn(64, 32), torch.randn(32, 96), square]:
         shape = tuple(G.shape)
-        O = zeropower_via_newtonschulz5(G)
+        O = zeropower_via_newtonschulz5(G).float()  # in the policy dtype: bf16 where native
         s = torch.linalg.svdvals(O)
         # Keller Jordan's coefficients land singular values in roughly [0.7, 1.2], not exactly 1
         assert s.min() > 0.6 and s.max() < 1.25, (shape, s.min(), s.max())
@@ -33,11 +33,31 @@ def test_newton_schulz_is_close_to_orthogonal():
         assert cos > 0.97
 
 
+def test_newton_schulz_in_bf16_is_close_to_fp32():
+    # bf16 is the default wherever bf16 matmuls are native (CUDA, AVX512-BF16/AMX CPUs): same direction
+    torch.manual_seed(0)
+    for G in [torch.randn(256, 64), torch.randn(64, 256), torch.randn(128, 128)]:
+        O32 = zeropower_via_newtonschulz5(G, dtype=torch.float32)
+        O16 = zeropower_via_newtonschulz5(G, dtype=torch.bfloat16).float()
+        cos = (O16 * O32).sum() / (O16.norm() * O32.norm())
+        assert cos > 0.995, cos
+        s16, s32 = torch.linalg.svdvals(O16), torch.linalg.svdvals(O32)
+        torch.testing.assert_close(s16, s32, atol=0.02, rtol=0)  # the same spectrum, to bf16 precision
+
+
+def test_newton_schulz_dtype_policy():
+    assert newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16
+    expected = torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() \
+        else torch.float32
+    assert newton_schulz_dtype(torch.device("cpu")) == expected
+
+
 def test_muon_step_matches_float64_reference_and_is_orthogonal():
     torch.manual_seed(0)
     W = torch.nn.Parameter(torch.randn(96, 32))  # tall: scale sqrt(96/32)
     W0 = W.detach().clone().double()
-    opt = MuonAdamW([dict(params=[W], kind="muon", lr=0.1, momentum=0.9, nesterov=True, ns_steps=5)])
+    opt = MuonAdamW([dict(params=[W], kind="muon", lr=0.1, momentum=0.9, nesterov=True, ns_steps=5)],
+                    ns_dtype=torch.float32)
     buf = torch.zeros_like(W0)
     for step in range(3):
         g = torch.randn(96, 32)
@@ -46,7 +66,7 @@ def test_muon_step_matches_float64_reference_and_is_orthogonal():
         g = g.double()
         buf = 0.9 * buf + 0.1 * g
         upd = 0.1 * g + 0.9 * buf  # Nesterov: g.lerp(buf, momentum)
-        O = zeropower_via_newtonschulz5(upd.float()).double()
+        O = zeropower_via_newtonschulz5(upd.float(), dtype=torch.float32).double()
         W0 = W0 - 0.1 * 3**0.5 * O
         if step == 0:  # the first update, rescaled, is close to orthogonal
             s = torch.linalg.svdvals(O)

@@ -1,0 +1,103 @@
+"""
+The output head and its loss in one chunked pass: cross-entropy of softcap * tanh(x @ W^T), computed a few
+hundred rows at a time, with the gradients made in the same pass. GPT.forward uses it on CPU.
+
+Why: written as separate ops (lm_head matmul, tanh, * softcap, log_softmax, nll), every op reads and writes a
+whole (B*T, V) tensor. At the CPU benchmark size (B*T = 2048, V = 8192) that is 64 MiB per op, eight times
+per step counting the backward ops, each a fresh allocation the OS must map page by page. Those passes cost
+about as much as all the matmuls of the Transformer blocks. Here the (rows, V) chunk stays in cache, its
+buffers are reused, and the backward pass is free: d loss / d x and d loss / d W are finished during the
+forward pass (the "fused linear cross-entropy" trick of Liger Kernel, arXiv 2410.10989; our version is plain
+PyTorch ops on chunks). On CUDA the model keeps the separate ops: torch.compile fuses them into a few kernels.
+
+Math, per row with targets y (ignored rows, y = -1, count nothing):
+    t = tanh(z), z = x @ W^T      logits l = c * t (c = softcap, so every l lies in (-c, c))
+    loss = logsumexp(l) - l[y]     d loss / d l = softmax(l) - onehot(y)
+    d loss / d z = (softmax(l) - onehot(y)) * c * (1 - t^2)
+    d loss / d x = (d loss / d z) @ W         d loss / d W = (d loss / d z)^T @ x
+
+    loss = softcapped_cross_entropy(x, weight, targets, softcap, reduction)   # x: (N, C), weight: (V, C)
+"""
+import torch
+
+# -----------------------------------------------------------------------------
+# the chunked forward pass, which also makes the gradients
+
+CHUNK_ELEMENTS = 2**20  # 4 MiB of fp32 logits per chunk: cache-sized, yet enough rows for efficient matmuls
+
+
+def _chunk_rows(vocab_size):
+    return max(16, CHUNK_ELEMENTS // vocab_size)
+
+
+def _forward(x, weight, targets, softcap, scale, want_grad):
+    """Per-row losses (N,) in fp32 (fp64 for fp64 x); with want_grad also dx (N, C) and dW (V, C) of sum(loss * scale)."""
+    N, V = x.size(0), weight.size(0)
+    acc = torch.promote_types(x.dtype, torch.float32)  # the loss math runs in fp32 at least (bf16 x -> fp32)
+    losses = torch.zeros(N, dtype=acc, device=x.device)
+    dx = torch.empty_like(x) if want_grad else None
+    dw = torch.zeros_like(weight) if want_grad else None
+    rows = _chunk_rows(V)
+    for i in range(0, N, rows):
+        xc, yc = x[i:i + rows], targets[i:i + rows]  # (n, C), (n,)
+        n = xc.size(0)
+        valid = yc != -1
+        y = yc.clamp(min=0)  # a safe index for ignored rows; their loss and gradient are zeroed below
+        t = torch.mm(xc, weight.mT).to(acc).tanh_()  # (n, V)
+        # every logit is below softcap, so exp(logit - softcap) <= 1 never overflows: no max pass needed
+        # (and for softcap <= 40 the largest term, >= exp(-2 * softcap), cannot underflow in fp32 either)
+        e = (t * softcap).sub_(softcap).exp_()  # (n, V)
+        total = e.sum(dim=1)  # (n,)
+        lse = total.log() + softcap
+        target_logit = softcap * t.gather(1, y[:, None]).squeeze(1)
+        losses[i:i + n] = torch.where(valid, lse - target_logit, 0.0)
+        if not want_grad:
+            continue
+        p = e.div_(total[:, None])  # softmax (n, V), in place
+        rows_idx = torch.arange(n, device=x.device)
+        p[rows_idx, y] -= valid.to(p.dtype)  # softmax - onehot(y); nothing for ignored rows
+        p.mul_((valid.to(p.dtype) * (scale * softcap))[:, None])  # ignored rows -> 0; the reduction's scale
+        p.sub_(p * t.square_())  # * (1 - t^2): the tanh derivative
+        dz = p.to(x.dtype)  # (n, V)
+        torch.mm(dz, weight, out=dx[i:i + n])  # (n, C)
+        dw.addmm_(dz.mT, xc)  # (V, C)
+    return losses, dx, dw
+
+
+# -----------------------------------------------------------------------------
+# autograd wrapper: backward only scales the gradients the forward pass already made
+
+
+class _SoftcappedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, targets, softcap, reduction):
+        count = int((targets != -1).sum())
+        scale = 1.0 if reduction == "sum" else (1.0 / count if count else float("nan"))  # mean of nothing: nan
+        losses, dx, dw = _forward(x, weight, targets, softcap, scale, want_grad=True)
+        ctx.save_for_backward(dx, dw)
+        return losses.sum() * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        dx, dw = ctx.saved_tensors
+        return dx * grad.to(dx.dtype), dw * grad.to(dw.dtype), None, None, None
+
+
+def softcapped_cross_entropy(x, weight, targets, softcap, reduction="mean"):
+    """
+    Cross-entropy of logits softcap * tanh(x @ weight^T) against targets (-1 = ignore).
+    x: (N, C), weight: (V, C), targets: (N,). reduction "mean" | "sum" (differentiable) or "none" -> (N,)
+    (only without gradients; a per-row loss would need the full (N, V) gradient kept for the backward pass).
+    """
+    if not 0 < softcap <= 40:
+        raise ValueError(f"softcapped_cross_entropy needs 0 < softcap <= 40 (exp range), got {softcap}")
+    if reduction == "none":
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            raise ValueError("reduction='none' is only supported without gradients; use the unfused ops")
+        return _forward(x, weight, targets, softcap, 1.0, want_grad=False)[0]
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        losses = _forward(x, weight, targets, softcap, 1.0, want_grad=False)[0]
+        return losses.sum() / (targets != -1).sum() if reduction == "mean" else losses.sum()
+    return _SoftcappedCrossEntropy.apply(x, weight, targets, softcap, reduction)
