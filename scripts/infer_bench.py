@@ -37,7 +37,7 @@ parser.add_argument("--prompt-len", type=int, default=64, help="prompt length in
 parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per row")
 parser.add_argument("--batch-sizes", type=str, default="1,4,16", help="comma-separated sample-row counts")
 parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (the best is kept)")
+parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (the best is kept)")
 parser.add_argument("--skip-nocache", action="store_true", help="skip the slow no-cache baseline")
 parser.add_argument("--seed", type=int, default=42, help="seed for weights, prompt and sampling")
 args = parser.parse_args()
