@@ -123,7 +123,10 @@ def compute_init(device_type="", seed=42):
 
 
 def compute_cleanup():
+    """End of a normal run. The barrier first: a rank that tears down its gloo connections while a peer is still
+    finishing its last collective can abort the peer ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
