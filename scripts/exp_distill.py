@@ -12,7 +12,8 @@ Every other chat_distill flag can be passed after `--`.
     python -m scripts.exp_distill --source sft --model-tag student --teacher-source rl --teacher-tag pilot_rl
     python -m scripts.exp_distill --seeds 1 -- --num-steps 10 --eval-problems 50   # a quick look
 
-Results: <base_dir>/runs/exp_distill/summary.json and the table on stdout (docs/distill.md has the 2026-11-21 run).
+Results: <base_dir>/runs/<name>/summary.json, the table on stdout and the "Distillation experiment" report section
+(docs/distill.md has the 2026-11-21 runs).
 """
 import os
 import sys
@@ -75,9 +76,12 @@ for method, rs in results.items():
                        "accuracy_diff_se": [r["accuracy_diff_se"] for r in rs]}
 with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump({"steps": steps, "summary": summary, "runs": results}, f, indent=1)
-print(f"\nheld-out greedy pass@1 vs step, {len(args.seeds)} seeds, mean ± std (first and last evals on more problems)")
-print("| method | " + " | ".join(f"step {s}" for s in steps) + " | end − start (paired) |")
-print("|---" * (len(steps) + 2) + "|")
+lines = [f"held-out greedy pass@1 vs step, {len(args.seeds)} seeds, mean ± std (first and last evals on more problems)",
+         "| method | " + " | ".join(f"step {s}" for s in steps) + " | end − start (paired) |",
+         "|---" * (len(steps) + 2) + "|"]
 for method, s in summary.items():
     cells = " | ".join(f"{m:.3f} ± {d:.3f}" for m, d in s["curve"])
-    print(f"| {method} | {cells} | {s['accuracy_diff'][0]:+.3f} ± {s['accuracy_diff'][1]:.3f} |")
+    lines.append(f"| {method} | {cells} | {s['accuracy_diff'][0]:+.3f} ± {s['accuracy_diff'][1]:.3f} |")
+print("\n" + "\n".join(lines))
+from nanochat.report import get_report  # noqa: E402
+get_report().log("Distillation experiment", [vars(args), "\n".join(lines)], column="distill")

@@ -9,7 +9,8 @@ mean +- std over seeds. Every chat_dpo flag not listed here can be passed after 
     python -m scripts.exp_dpo --source sft --model-tag pilot --pool rl/pilot_rl --seeds 1 2 3
     python -m scripts.exp_dpo --seeds 1 -- --num-prompts 64 --eval-problems 50   # a quick look
 
-Results: <base_dir>/runs/exp_dpo/summary.json and the table on stdout (docs/dpo.md has the 2026-11-21 run).
+Results: <base_dir>/runs/<name>/summary.json, the table on stdout and the "DPO experiment" report section
+(docs/dpo.md has the 2026-11-21 runs).
 """
 import os
 import sys
@@ -70,12 +71,15 @@ keys = ["start_score", "score", "score_diff", "start_accuracy", "accuracy", "acc
 summary = {loss: {k: ms([r[k] for r in rs]) for k in keys} for loss, rs in results.items()}
 with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump({"summary": summary, "runs": results}, f, indent=1)
-print(f"\n{len(args.seeds)} seeds, mean +- std")
-print("| loss | judge score start -> end | Δ score | accuracy start -> end | Δ accuracy | length start -> end | Δ length |")
-print("|---|---|---|---|---|---|---|")
+lines = [f"{len(args.seeds)} seeds, mean +- std",
+         "| loss | judge score start -> end | Δ score | accuracy start -> end | Δ accuracy | length start -> end | Δ length |",
+         "|---|---|---|---|---|---|---|"]
 for loss, s in summary.items():
     f = lambda k, p=3: f"{s[k][0]:.{p}f} ± {s[k][1]:.{p}f}"
-    print(f"| {loss} | {s['start_score'][0]:.3f} -> {f('score')} | {f('score_diff')} | {s['start_accuracy'][0]:.3f} -> "
-          f"{f('accuracy')} | {f('accuracy_diff')} | {s['start_length'][0]:.1f} -> {f('length', 1)} | {f('length_drift', 1)} |")
-print(f"pairs per seed: {[r['pairs'] for r in results[args.losses[0]]]}; mean length chosen "
-      f"{summary[args.losses[0]]['len_chosen'][0]:.1f}, rejected {summary[args.losses[0]]['len_rejected'][0]:.1f}")
+    lines.append(f"| {loss} | {s['start_score'][0]:.3f} -> {f('score')} | {f('score_diff')} | {s['start_accuracy'][0]:.3f} -> "
+                 f"{f('accuracy')} | {f('accuracy_diff')} | {s['start_length'][0]:.1f} -> {f('length', 1)} | {f('length_drift', 1)} |")
+lines.append(f"pairs per seed: {[r['pairs'] for r in results[args.losses[0]]]}; mean length chosen "
+             f"{summary[args.losses[0]]['len_chosen'][0]:.1f}, rejected {summary[args.losses[0]]['len_rejected'][0]:.1f}")
+print("\n" + "\n".join(lines))
+from nanochat.report import get_report  # noqa: E402
+get_report().log("DPO experiment", [vars(args), "\n".join(lines)], column="dpo")
