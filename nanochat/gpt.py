@@ -251,8 +251,10 @@ class GPT(nn.Module):
         # soft-capping: softcap * tanh(logits / softcap); dividing x (B, T, C) instead of the logits (B, T, V)
         # gives the same logits / softcap with one pass over C, not V, elements
         x = norm(x) / self.config.softcap
-        if targets is not None and x.device.type == "cpu" and (loss_reduction != "none" or not torch.is_grad_enabled()):
-            # CPU: head, softcap and loss in one chunked pass that never holds (B, T, V) (nanochat/head_loss.py)
+        # CPU: head, softcap and loss in one chunked pass that never holds (B, T, V) (nanochat/head_loss.py);
+        # per-token losses only without gradients (with them, the full (B, T, V) gradient would have to be kept)
+        chunked = x.device.type == "cpu" and (loss_reduction != "none" or not torch.is_grad_enabled())
+        if targets is not None and chunked:
             loss = softcapped_cross_entropy(x.view(B * T, -1), self.lm_head.weight.to(x.dtype), targets.reshape(-1),
                                             self.config.softcap, loss_reduction)
             return loss.view(B, T) if loss_reduction == "none" else loss

@@ -19,6 +19,7 @@ Use it like any torch optimizer: loss.backward(); opt.step(); model.zero_grad(se
 The model is NOT wrapped in DistributedDataParallel: this optimizer does the gradient averaging.
 """
 import math
+import functools
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ import torch.distributed as dist
 # Newton-Schulz orthogonalization
 
 
+@functools.lru_cache(maxsize=None)  # asked once per parameter per step; the CPU's answer never changes
 def newton_schulz_dtype(device):
     """
     bf16 on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 or AMX: 2-3x the fp32 matmul rate
