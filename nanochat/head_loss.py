@@ -21,6 +21,19 @@ Math, per row with targets y (ignored rows, y = -1, count nothing):
 import torch
 
 # -----------------------------------------------------------------------------
+# tanh, the fast way on CPU
+
+
+def inplace_tanh(z):
+    """
+    tanh(z) in place, computed as 2 * sigmoid(2z) - 1 (the same function). torch's CPU tanh kernel is slow:
+    on a (128, 8192) fp32 chunk here it takes 1.54 ms, this chain of four in-place passes 0.44 ms. Used for
+    the softcap of every logit, in training (below) and in inference (GPT.forward without gradients).
+    """
+    return z.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+# -----------------------------------------------------------------------------
 # the chunked forward pass, which also makes the gradients
 
 CHUNK_ELEMENTS = 2**20  # 4 MiB of fp32 logits per chunk: cache-sized, yet enough rows for efficient matmuls
@@ -43,7 +56,7 @@ def _forward(x, weight, targets, softcap, scale, want_grad):
         n = xc.size(0)
         valid = yc != -1
         y = yc.clamp(min=0)  # a safe index for ignored rows; their loss and gradient are zeroed below
-        t = torch.mm(xc, weight.mT).to(acc).tanh_()  # (n, V)
+        t = inplace_tanh(torch.mm(xc, weight.mT).to(acc))  # (n, V)
         # every logit is below softcap, so exp(logit - softcap) <= 1 never overflows: no max pass needed
         # (and for softcap <= 40 the largest term, >= exp(-2 * softcap), cannot underflow in fp32 either)
         e = (t * softcap).sub_(softcap).exp_()  # (n, V)
@@ -79,8 +92,16 @@ class _SoftcappedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # The gradients are ours alone, so they are scaled in place: no second (V, C) tensor per step. That
+        # makes a second backward through the same graph (retain_graph=True) wrong, so it is refused.
+        if getattr(ctx, "used", False):
+            raise RuntimeError("softcapped_cross_entropy supports one backward pass per forward pass")
+        ctx.used = True
         dx, dw = ctx.saved_tensors
-        return dx * grad.to(dx.dtype), dw * grad.to(dw.dtype), None, None, None
+        if grad.item() != 1.0:  # loss.backward() passes exactly 1: nothing to scale
+            dx.mul_(grad.to(dx.dtype))
+            dw.mul_(grad.to(dw.dtype))
+        return dx, dw, None, None, None
 
 
 def softcapped_cross_entropy(x, weight, targets, softcap, reduction="mean"):

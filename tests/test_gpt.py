@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import GPT, GPTConfig, build_model, apply_rotary, norm
+from nanochat.gpt import GPT, GPTConfig, ReLUSquared, build_model, apply_rotary, decode_attention, norm
+from nanochat.head_loss import inplace_tanh
 
 torch.set_num_threads(1)
 
@@ -74,6 +75,48 @@ def test_forward_matches_naive(n_kv_head):
     model = randomize(build_model(tiny(n_kv_head), "cpu", torch.float32))
     idx = torch.randint(0, 64, (2, 12))
     torch.testing.assert_close(model(idx), naive_forward(model, idx), atol=2e-5, rtol=2e-5)
+
+
+def test_inference_logits_match_naive():
+    # without gradients the softcap runs in place through inplace_tanh: same logits as the naive tanh
+    model = randomize(build_model(tiny(2), "cpu", torch.float32))
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), naive_forward(model, idx), atol=2e-5, rtol=2e-5)
+
+
+def test_inplace_tanh_is_tanh():
+    z = torch.linspace(-30, 30, 10001, dtype=torch.float64)
+    torch.testing.assert_close(inplace_tanh(z.clone()), torch.tanh(z), atol=1e-15, rtol=0)
+    z32 = z.float()
+    torch.testing.assert_close(inplace_tanh(z32.clone()), torch.tanh(z32), atol=3e-7, rtol=0)
+
+
+def test_relu_squared_forward_and_hand_written_backward():
+    x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    x.data[0, 0, :3] = torch.tensor([0.0, -0.0, 1e-300], dtype=torch.float64)  # edges of the kink
+    torch.testing.assert_close(ReLUSquared.apply(x), torch.relu(x).square())
+    assert torch.autograd.gradcheck(ReLUSquared.apply, (x,))
+    g = torch.randn_like(x)
+    (ours,) = torch.autograd.grad(ReLUSquared.apply(x), x, g)
+    (ref,) = torch.autograd.grad(torch.relu(x).square(), x, g)
+    torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("H, Hkv", [(4, 4), (4, 2), (4, 1)])
+def test_decode_attention_matches_sdpa(H, Hkv):
+    g = torch.Generator().manual_seed(0)
+    B, T, D = 3, 37, 16
+    q = torch.randn(B, H, 1, D, generator=g, dtype=torch.float64)
+    k = torch.randn(B, Hkv, T, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, Hkv, T, D, generator=g, dtype=torch.float64)
+    ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hkv)
+    torch.testing.assert_close(decode_attention(q, k, v), ref, atol=1e-12, rtol=1e-12)
+    # a strided view of a larger cache buffer, as the KV cache hands it over
+    buf = torch.randn(2, B, Hkv, T + 20, D, generator=g, dtype=torch.float64)
+    kk, vv = buf[0, :, :, :T], buf[1, :, :, :T]
+    ref = F.scaled_dot_product_attention(q, kk, vv, enable_gqa=H != Hkv)
+    torch.testing.assert_close(decode_attention(q, kk, vv), ref, atol=1e-12, rtol=1e-12)
 
 
 def test_loss_matches_cross_entropy_and_ignore_index():

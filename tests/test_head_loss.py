@@ -43,6 +43,15 @@ def test_loss_and_gradients_match_separate_ops(reduction, chunk_elements, monkey
     assert gx[::7].abs().max() == 0  # ignored rows get no gradient
 
 
+def test_second_backward_is_refused():
+    # backward scales the saved gradients in place, so a second pass through the same graph would be wrong
+    x, w, y = inputs(N=20)
+    loss = softcapped_cross_entropy(x, w, y, CAP, "mean")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
+
+
 def test_per_row_losses_without_gradients_and_no_grad_means():
     x, w, y = inputs()
     with torch.no_grad():
