@@ -47,25 +47,29 @@ def newton_schulz_dtype(device):
 def zeropower_via_newtonschulz5(G, steps=5, dtype=None):
     """
     Approximately U V^T for G = U S V^T (the "zeroth power" of G), by a quintic Newton-Schulz iteration.
+    G is one matrix (m, n) or a stack of same-shape matrices (k, m, n), each orthogonalized on its own.
     The coefficients (a, b, c) = (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular values
     quickly into roughly [0.7, 1.2] rather than converging exactly to 1, which is all Muon needs.
     The iteration is robust to bf16 (Keller Jordan runs it in bf16), so `dtype` defaults to bf16 wherever bf16
     matmuls are fast (newton_schulz_dtype) and fp32 elsewhere.
     """
-    assert G.ndim == 2, "Muon orthogonalizes matrices"
+    assert G.ndim in (2, 3), "Muon orthogonalizes matrices (or a stack of them)"
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(dtype or newton_schulz_dtype(G.device))
-    transposed = X.size(0) > X.size(1)
+    single = X.ndim == 2
+    if single:
+        X = X[None]  # (1, m, n): one code path, batched matmuls
+    transposed = X.size(-2) > X.size(-1)
     if transposed:  # iterate on the wide orientation: X @ X^T is then the smaller Gram matrix
         X = X.mT
-    X = X / (X.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the region of convergence
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral <= Frobenius norm <= 1: inside the region of convergence
     for _ in range(steps):
-        A = X @ X.mT  # (rows, rows)
-        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A, fused: one pass instead of three
-        X = torch.addmm(X, B, X, beta=a)  # a*X + B@X
+        A = X @ X.mT  # (k, rows, rows)
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A, fused: one pass instead of three
+        X = torch.baddbmm(X, B, X, beta=a)  # a*X + B@X
     if transposed:
         X = X.mT
-    return X
+    return X[0] if single else X
 
 
 # -----------------------------------------------------------------------------
@@ -113,22 +117,23 @@ class MuonAdamW(torch.optim.Optimizer):
                 if self.distributed:
                     work = dist.reduce(p.grad, dst=self.owner[p], op=dist.ReduceOp.SUM, async_op=True)
                 pending.append((group, p, work))
-        # 2) the owner updates its parameters, then sends the new weights to everyone
-        broadcasts = []
+        # 2) the owner updates its parameters (AdamW one by one, Muon batched by shape below)
+        muon_jobs = []
         for group, p, work in pending:
             if work is not None:
                 work.wait()
-            owner = self.owner[p]
-            if owner == self.rank:
+            if self.owner[p] == self.rank:
                 grad = p.grad / self.world_size if self.distributed else p.grad  # mean over ranks
                 if group["kind"] == "muon":
-                    self._muon_update(group, p, grad)
+                    muon_jobs.append((group, p, grad))
                 else:
                     self._adamw_update(group, p, grad)
-            if self.distributed:
-                broadcasts.append(dist.broadcast(p.data, src=owner, async_op=True))
-        for work in broadcasts:
-            work.wait()
+        self._muon_updates(muon_jobs)
+        # 3) every owner sends its new weights to everyone
+        if self.distributed:
+            broadcasts = [dist.broadcast(p.data, src=self.owner[p], async_op=True) for _, p, _ in pending]
+            for work in broadcasts:
+                work.wait()
 
     def _adamw_update(self, group, p, grad):
         """Decoupled weight decay + Adam with bias correction, exactly as torch.optim.AdamW computes it."""
@@ -147,21 +152,38 @@ class MuonAdamW(torch.optim.Optimizer):
         denom = (state["exp_avg_sq"].sqrt() / math.sqrt(bias2)).add_(eps)
         p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
 
-    def _muon_update(self, group, p, grad):
-        """Momentum (Nesterov by default), orthogonalize, scale so tall and wide matrices move alike."""
-        state = self.state[p]
-        if not state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        buf = state["momentum_buffer"]
-        buf.lerp_(grad, 1 - group["momentum"])
-        update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-        update = zeropower_via_newtonschulz5(update, steps=group["ns_steps"], dtype=self.ns_dtype)
-        # an orthogonal (rows x cols) matrix has RMS entry 1/sqrt(max dim); sqrt(max(1, rows/cols)) restores a
-        # comparable per-entry step size for tall matrices (e.g. the MLP's c_fc)
-        scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-        if group["weight_decay"]:
-            p.mul_(1 - group["lr"] * group["weight_decay"])
-        p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
+    def _muon_updates(self, jobs):
+        """
+        Muon for a list of (group, param, grad): momentum (Nesterov by default) per matrix, then Newton-Schulz
+        for all matrices of one shape at once, then the scaled step. Stacking same-shape matrices into one
+        batched matmul (at d4: 16 square ones, and 8 MLP ones with c_fc turned wide) gives the same result as
+        one call per matrix and was ~25% faster on CPU here (bf16: 85 -> 64 ms per step); on a GPU it also
+        means a few kernel launches instead of one set per matrix.
+        """
+        updates, groups = [], {}
+        for group, p, grad in jobs:
+            state = self.state[p]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"]
+            buf.lerp_(grad, 1 - group["momentum"])
+            update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+            tall = p.size(0) > p.size(1)
+            updates.append(update.mT if tall else update)  # (rows <= cols): tall and wide of one size stack
+            key = (tuple(updates[-1].shape), group["ns_steps"], update.device)
+            groups.setdefault(key, []).append(len(updates) - 1)
+        for (_, steps, _), idx in groups.items():
+            ortho = zeropower_via_newtonschulz5(torch.stack([updates[i] for i in idx]), steps=steps,
+                                                dtype=self.ns_dtype)  # (k, rows, cols)
+            for j, i in enumerate(idx):
+                group, p, _ = jobs[i]
+                update = ortho[j].mT if p.size(0) > p.size(1) else ortho[j]
+                # an orthogonal (rows x cols) matrix has RMS entry 1/sqrt(max dim); sqrt(max(1, rows/cols))
+                # restores a comparable per-entry step size for tall matrices (e.g. the MLP's c_fc)
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
 
 
 # -----------------------------------------------------------------------------

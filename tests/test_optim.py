@@ -74,6 +74,34 @@ def test_muon_step_matches_float64_reference_and_is_orthogonal():
     torch.testing.assert_close(W.detach().double(), W0, atol=1e-5, rtol=1e-5)
 
 
+def test_muon_batched_by_shape_equals_one_matrix_at_a_time():
+    # the optimizer stacks same-shape matrices (a tall one turned wide joins the wide ones) into one batched
+    # Newton-Schulz; every matrix must get exactly the update it would get alone
+    torch.manual_seed(0)
+    shapes = [(16, 48), (48, 16), (16, 48), (24, 24), (24, 24), (8, 40)]
+    together = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in together]
+    groups = [dict(params=together[:3], kind="muon", lr=0.05, momentum=0.9, nesterov=True, ns_steps=5),
+              dict(params=together[3:], kind="muon", lr=0.02, momentum=0.95, nesterov=False, ns_steps=5,
+                   weight_decay=0.1)]
+    opt = MuonAdamW(groups, ns_dtype=torch.float32)
+    singles = [MuonAdamW([dict(g, params=[alone[i]])], ns_dtype=torch.float32)
+               for g, idx in ((groups[0], range(3)), (groups[1], range(3, 6))) for i in idx]
+    for _ in range(3):
+        for pt, pa in zip(together, alone):
+            g = torch.randn_like(pt)
+            pt.grad, pa.grad = g.clone(), g.clone()
+        opt.step()
+        for single in singles:
+            single.step()
+    for pt, pa in zip(together, alone):
+        torch.testing.assert_close(pt, pa, atol=1e-6, rtol=1e-6)
+    batched = zeropower_via_newtonschulz5(torch.stack([p.detach() for p in together[3:5]]), dtype=torch.float32)
+    for i, p in enumerate(together[3:5]):
+        torch.testing.assert_close(batched[i], zeropower_via_newtonschulz5(p.detach(), dtype=torch.float32),
+                                   atol=1e-6, rtol=1e-6)
+
+
 def test_adamw_matches_torch_adamw():
     torch.manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(10, 7)), torch.nn.Parameter(torch.randn(5))]
