@@ -4,7 +4,9 @@ Inference benchmark for nanochat/engine.py: what the KV cache and batching buy, 
 It builds a randomly initialized GPT of the given depth (speed does not depend on the weights) and reports:
   1. prefill: latency and tokens/s of running the prompt through the model into a fresh cache;
   2. decode at batch 1, KV cache vs full recomputation of the whole sequence every step (no cache);
-  3. total generated tokens/s and per-step latency at several batch sizes (one prompt, N sample rows).
+  3. the same cache vs no-cache comparison for a plain GPT-2 style model (nanochat/plain_gpt.py) with the plain
+     torch.cat cache, timed in the same run: the yardstick for what this machine gives that day;
+  4. total generated tokens/s and per-step latency at several batch sizes (one prompt, N sample rows).
 Every row generates exactly --new-tokens tokens: the stop tokens' logits are masked out, and the calculator tool
 is off, so all configurations do the same work.
 
@@ -23,6 +25,7 @@ import torch
 from nanochat.common import compute_init, compute_cleanup, print0
 from nanochat.engine import Engine, KVCache, sample_next_token
 from nanochat.gpt import GPTConfig, build_model
+from nanochat.plain_gpt import PlainGPT
 from nanochat.tokenizer import Tokenizer, SPLIT_PATTERN
 
 # -----------------------------------------------------------------------------
@@ -163,7 +166,38 @@ if not args.skip_nocache:
            + " (goal >= 7x at 256 new tokens after a 64-token prompt)")
 
 # -----------------------------------------------------------------------------
-# 3) batching: one prompt, N rows
+# 3) the same comparison for a plain GPT-2 style model with the plain torch.cat cache, in this same run: what
+# this machine gives today (a batch-1 decode step reads every weight from memory, so a busy neighbour's memory
+# traffic moves both ratios)
+
+plain = PlainGPT(args.vocab_size, config.sequence_len, n_embd, n_head, args.depth).to(device).eval()
+
+
+@torch.inference_mode()
+def run_plain(use_cache):
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    ids = torch.tensor([prompt], device=device)  # (1, T)
+    cache = [] if use_cache else None
+    new = ids  # what the model must see this step: the whole sequence, or with a cache only the new token
+    with torch.autocast(device.type, dtype=ci.dtype, enabled=ci.dtype != torch.float32):
+        for _ in range(args.new_tokens):
+            logits = plain(new, cache=cache)[:, -1, :]  # (1, V)
+            nxt = sample_next_token(logits.float(), gen, temperature=1.0)[:, None]  # (1, 1)
+            ids = torch.cat([ids, nxt], dim=1)
+            new = nxt if use_cache else ids
+
+
+if not args.skip_nocache:
+    tp_cache, cp_cache = best_of(lambda: run_plain(True))
+    tp_nocache, cp_nocache = best_of(lambda: run_plain(False))
+    print0(f"plain GPT-2 style reference, same shape: KV cache {show(tp_cache, cp_cache, args.new_tokens)}, "
+           f"no cache {show(tp_nocache, cp_nocache, args.new_tokens)}")
+    print0(f"plain reference KV cache speedup: {tp_nocache / tp_cache:.1f}x wall"
+           + (f", {cp_nocache / cp_cache:.1f}x cpu time" if device.type == "cpu" else "")
+           + f"; ours / plain decode speed with cache: {tp_cache / t_cache:.2f}x")
+
+# -----------------------------------------------------------------------------
+# 4) batching: one prompt, N rows
 
 
 throughput = {}

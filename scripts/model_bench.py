@@ -19,12 +19,11 @@ import argparse
 import statistics
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from nanochat.common import autodetect_device_type, compute_dtype
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
+from nanochat.plain_gpt import PlainGPT  # GPT-2 style: learned positions, LayerNorm, GELU
 
 parser = argparse.ArgumentParser(description="Benchmark our GPT's training step against a plain GPT.")
 parser.add_argument("--depth", type=int, default=4, help="layers; n_embd = 64*depth, head_dim 128 as in base_train")
@@ -44,41 +43,6 @@ device = torch.device(device_type)
 dtype = compute_dtype(device_type)
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
-
-# -----------------------------------------------------------------------------
-# the plain reference: GPT-2 style (learned positions, LayerNorm, GELU), same width/depth/heads/vocab
-
-
-class PlainBlock(nn.Module):
-    def __init__(self, C, H):
-        super().__init__()
-        self.H = H
-        self.ln1, self.ln2 = nn.LayerNorm(C, bias=False), nn.LayerNorm(C, bias=False)
-        self.qkv, self.proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
-        self.fc, self.out = nn.Linear(C, 4 * C, bias=False), nn.Linear(4 * C, C, bias=False)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.H, C // self.H).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
-        return x + self.out(F.gelu(self.fc(self.ln2(x))))
-
-
-class PlainGPT(nn.Module):
-    def __init__(self, V, T, C, H, L):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
-        self.blocks = nn.ModuleList([PlainBlock(C, H) for _ in range(L)])
-        self.ln_f, self.head = nn.LayerNorm(C, bias=False), nn.Linear(C, V, bias=False)
-
-    def forward(self, idx, targets):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
-        for b in self.blocks:
-            x = b(x)
-        logits = self.head(self.ln_f(x)).float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-
 
 # -----------------------------------------------------------------------------
 # models, optimizers, one training step each
