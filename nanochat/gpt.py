@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanochat.common import compute_dtype
-from nanochat.head_loss import inplace_tanh, softcapped_cross_entropy
+from nanochat.head_loss import softcapped_cross_entropy, tanh_via_sigmoid
 
 # -----------------------------------------------------------------------------
 # config
@@ -304,10 +304,8 @@ class GPT(nn.Module):
                                             self.config.softcap, loss_reduction)
             return loss.view(B, T) if loss_reduction == "none" else loss
         logits = self.lm_head(x).float()  # (B, T, V), fp32 for a stable softmax
-        if torch.is_grad_enabled():
-            logits = self.config.softcap * torch.tanh(logits)
-        else:  # inference: in place, and with the tanh that is fast on CPU (a decode step's (B, V) logits)
-            logits = inplace_tanh(logits).mul_(self.config.softcap)
+        # softcap * tanh, with the tanh that is fast on CPU; in place when no gradient is needed (inference)
+        logits = tanh_via_sigmoid(logits, inplace=not torch.is_grad_enabled()).mul_(self.config.softcap)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
