@@ -31,6 +31,9 @@ import torch.distributed as dist
 from nanochat.common import get_base_dir
 
 COMPLETED = "COMPLETED"
+# meta.json "format": 2 since rotary embeddings pair adjacent head dims (2i, 2i+1); format 1 (no field) paired
+# dim i with i + head_dim/2. Format-1 weights are converted on load (_upgrade_rotary_pairs), which is exact.
+FORMAT = 2
 STAGES = ("base", "mid", "sft", "rl", "rft", "cft", "dpo", "distill")
 
 # -----------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer=None, meta=None, rank_state
     if rank == 0:
         world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         _write(os.path.join(tmp, "model.pt"), model.state_dict())
-        meta = dict(meta or {}, step=step, world_size=world_size, git_sha=git_sha())
+        meta = dict(meta or {}, step=step, world_size=world_size, git_sha=git_sha(), format=FORMAT)
         _write(os.path.join(tmp, "meta.json"), text=json.dumps(meta, indent=2, default=str))
         _fsync_dir(tmp)
         if os.path.exists(final):  # re-saving the same step: the older steps stay as "latest" meanwhile
@@ -204,6 +207,11 @@ def load_checkpoint(ckpt_dir, step=None, device="cpu", load_optimizer=True):
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
     model_state = torch.load(os.path.join(path, "model.pt"), map_location=device, weights_only=True)
+    if meta.get("format", 1) < 2 and "model_config" in meta:
+        if load_optimizer:
+            raise RuntimeError(f"checkpoint {path} predates adjacent-pair rotary embeddings (format 1): it loads for "
+                               "inference or as the start of a next stage, but its training cannot be resumed")
+        model_state = _upgrade_rotary_pairs(model_state, meta["model_config"])
     rank = _rank()
     optim_state = rank_state = None
     if load_optimizer:
@@ -218,6 +226,22 @@ def load_checkpoint(ckpt_dir, step=None, device="cpu", load_optimizer=True):
         if os.path.exists(state_path):
             rank_state = torch.load(state_path, map_location="cpu", weights_only=True)
     return model_state, optim_state, rank_state, meta
+
+
+def _upgrade_rotary_pairs(model_state, config):
+    """
+    Format 1 -> 2: rotary used to pair head dim i with i + D/2, now it pairs 2i with 2i + 1. Reordering the rows
+    of every c_q and c_k weight the same way within each head (new row 2i = old row i, 2i + 1 = old i + D/2)
+    gives exactly the old model: q and k carry the same values in the new places, QK-norm and q . k ignore the
+    order, and v is untouched.
+    """
+    D = config["n_embd"] // config["n_head"]
+    perm = torch.arange(D).view(2, D // 2).T.reshape(-1)  # [0, D/2, 1, D/2 + 1, ...]
+    upgraded = dict(model_state)
+    for name, w in model_state.items():
+        if name.endswith(("attn.c_q.weight", "attn.c_k.weight")):
+            upgraded[name] = w.view(-1, D, w.size(-1))[:, perm].reshape(w.shape)  # (heads * D, C)
+    return upgraded
 
 
 def model_from_checkpoint(ckpt_dir, device, step=None):

@@ -69,9 +69,45 @@ class GPTConfig:
 # building blocks
 
 
+def rms_normalize(x):
+    """(x / rms(x), 1 / rms(x)) over the last dim; rms = sqrt(mean(x^2) + eps), eps = machine epsilon as in F.rms_norm."""
+    mean_square = torch.linalg.vecdot(x, x).div_(x.size(-1)).add_(torch.finfo(x.dtype).eps)  # (...,): one pass
+    rstd = mean_square.rsqrt_().unsqueeze(-1)  # (..., 1)
+    return x * rstd, rstd
+
+
+class RMSNorm(torch.autograd.Function):
+    """
+    Parameter-free RMSNorm with a hand-written backward. torch's CPU rms_norm is a chain of generic ops
+    (pow, mean, add, rsqrt, mul) that autograd differentiates one by one, ~10 passes over the tensor in the
+    backward alone. With y = x * r, r = 1 / rms(x), the gradient is r * (g - y * mean(g * y)): one reduction,
+    one fused multiply-add, one scaling. Forward+backward of a (8, 256, 256) tensor here: ~1.2 -> ~0.5 ms.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        y, rstd = rms_normalize(x)
+        ctx.save_for_backward(y, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, rstd = ctx.saved_tensors
+        mean_gy = torch.linalg.vecdot(g, y).div_(-y.size(-1)).unsqueeze(-1)  # (..., 1): -mean(g * y)
+        return torch.addcmul(g, y, mean_gy).mul_(rstd)
+
+
 def norm(x):
-    """Parameter-free RMSNorm over the last dimension (arXiv 1910.07467)."""
-    return F.rms_norm(x, (x.size(-1),))
+    """
+    Parameter-free RMSNorm over the last dimension (arXiv 1910.07467). On CPU with gradients: the RMSNorm
+    Function above; without gradients the same forward ops (so logits with and without gradients are bitwise
+    equal); on GPUs F.rms_norm, which torch.compile fuses into one kernel.
+    """
+    if x.device.type != "cpu":
+        return F.rms_norm(x, (x.size(-1),))
+    if torch.is_grad_enabled() and x.requires_grad:
+        return RMSNorm.apply(x)
+    return rms_normalize(x)[0]
 
 
 class Linear(nn.Linear):
@@ -84,14 +120,31 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype))
 
 
-def apply_rotary(x, cos, sin):
-    """Rotate pairs (x1_i, x2_i) of the two halves of the head dim by angle t*theta_i (arXiv 2104.09864)."""
-    # x: (B, T, H, D); cos, sin: (1, T, 1, D/2)
-    d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    y1 = x1 * cos + x2 * sin
-    y2 = x2 * cos - x1 * sin
-    return torch.cat([y1, y2], dim=-1)
+def rotary_factors(cos, sin):
+    """
+    What apply_rotary multiplies by, made once per forward pass from the (1, T, 1, D/2) tables. On CPU in
+    fp32/fp64: the complex numbers cos - i sin, so that rotating a pair is one complex product (forward+backward
+    of a (8, 256, 2, 128) query ~5x faster here than the real form: one op instead of six, and no slicing whose
+    backward fills zeros). Elsewhere: the (cos, sin) pair, because there is no complex bf16 and torch.compile
+    fuses the real form into one kernel on GPUs anyway.
+    """
+    if cos.device.type == "cpu" and cos.dtype in (torch.float32, torch.float64):
+        return torch.complex(cos, -sin)
+    return cos, sin
+
+
+def apply_rotary(x, rope):
+    """
+    Rotate each adjacent pair (x[2i], x[2i+1]) of the head dim by the angle -t * theta_i (RoFormer,
+    arXiv 2104.09864, which pairs adjacent dims; the sign is a convention). x: (B, T, H, D) -> (B, T, H, D).
+    rope: from rotary_factors, complex (1, T, 1, D/2) or a (cos, sin) pair of that shape.
+    """
+    pairs = x.unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
+    if torch.is_tensor(rope):  # (x1 + i x2)(cos - i sin) = (x1 cos + x2 sin) + i (x2 cos - x1 sin)
+        return torch.view_as_real(torch.view_as_complex(pairs) * rope).flatten(-2)
+    cos, sin = rope
+    x1, x2 = pairs.unbind(-1)
+    return torch.stack([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1).flatten(-2)
 
 
 def rotary_tables(seq_len, head_dim, base, device, dtype):
@@ -135,12 +188,12 @@ class CausalSelfAttention(nn.Module):
         self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim)
         self.c_proj = Linear(self.n_head * self.head_dim, config.n_embd)
 
-    def forward(self, x, cos, sin, kv_cache=None):
+    def forward(self, x, rope, kv_cache=None):
         B, T, C = x.size()
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         q, k = norm(q), norm(k)  # QK-norm (rotation preserves the norm, so the order does not matter)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         if kv_cache is not None:
@@ -199,8 +252,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, kv_cache=None):
-        x = x + self.attn(norm(x), cos, sin, kv_cache)
+    def forward(self, x, rope, kv_cache=None):
+        x = x + self.attn(norm(x), rope, kv_cache)
         x = x + self.mlp(norm(x))
         return x
 
@@ -288,11 +341,11 @@ class GPT(nn.Module):
         T0 = kv_cache.get_pos() if kv_cache is not None else 0  # rotary offset of the first new token
         if T0 + T > self.rotary_len:
             raise ValueError(f"sequence of {T0 + T} tokens is longer than the rotary table ({self.rotary_len})")
-        cos, sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]  # (1, T, 1, D/2)
+        rope = rotary_factors(self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T])  # from (1, T, 1, D/2) tables
         x = self.transformer.wte(idx).to(self.compute_dtype)  # (B, T, C)
         x = norm(x)
         for block in self.transformer.h:
-            x = block(x, cos, sin, kv_cache)
+            x = block(x, rope, kv_cache)
         # soft-capping: softcap * tanh(logits / softcap); dividing x (B, T, C) instead of the logits (B, T, V)
         # gives the same logits / softcap with one pass over C, not V, elements
         x = norm(x) / self.config.softcap

@@ -137,3 +137,36 @@ def test_sigkill_during_save_never_breaks_latest(tmp_path):
         # a crash may leave debris (.tmp_*, a step dir without COMPLETED), which is ignored and later cleaned
         assert all(n.startswith((".tmp_step_", "step_")) for n in os.listdir(d))
     assert len(seen) >= 10  # the kills landed at many different points of progress
+
+
+def test_format_1_checkpoint_loads_as_the_same_model(tmp_path, monkeypatch):
+    # format 1 (before adjacent-pair rotary) paired head dim i with i + D/2; loading reorders c_q / c_k rows
+    import json
+    import nanochat.gpt as gpt
+
+    def half_split_rotary(x, rope):  # the format-1 rotation, written out
+        cos, sin = rope
+        d = x.size(-1) // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+    torch.manual_seed(0)
+    old = build_model(CFG, "cpu")
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_(0, 0.3)
+    idx = torch.randint(0, 40, (2, 8))
+    with monkeypatch.context() as m:
+        m.setattr(gpt, "apply_rotary", half_split_rotary)
+        m.setattr(gpt, "rotary_factors", lambda cos, sin: (cos, sin))
+        want = old(idx)
+    save_checkpoint(str(tmp_path), 3, old, meta=dict(model_config=CFG.to_dict()))
+    meta_path = tmp_path / "step_000003" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["format"]
+    meta_path.write_text(json.dumps(meta))
+    new, _ = model_from_checkpoint(str(tmp_path), "cpu")
+    torch.testing.assert_close(new(idx), want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(old(idx), want, atol=1e-3)  # without the reordering it would be another model
+    with pytest.raises(RuntimeError, match="cannot be resumed"):
+        load_checkpoint(str(tmp_path))

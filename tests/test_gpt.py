@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import GPT, GPTConfig, ReLUSquared, build_model, apply_rotary, decode_attention, norm
+from nanochat.gpt import (GPT, GPTConfig, ReLUSquared, RMSNorm, build_model, apply_rotary, decode_attention, norm,
+                          rotary_factors, rotary_tables)
 from nanochat.head_loss import tanh_via_sigmoid
 
 torch.set_num_threads(1)
@@ -45,10 +46,10 @@ def naive_forward(model, idx):
     ang = pos[:, None] * inv[None, :]  # (T, D/2)
     cos, sin = ang.cos().float(), ang.sin().float()
 
-    def rope(t):  # t: (B, T, h, D)
-        a, b = t[..., :D // 2], t[..., D // 2:]
+    def rope(t):  # t: (B, T, h, D); adjacent pairs (t[2i], t[2i+1]) rotated by -pos * inv[i]
+        a, b = t[..., 0::2], t[..., 1::2]
         cs, sn = cos[None, :, None, :], sin[None, :, None, :]
-        return torch.cat([a * cs + b * sn, b * cs - a * sn], dim=-1)
+        return torch.stack([a * cs + b * sn, b * cs - a * sn], dim=-1).flatten(-2)
 
     for blk in model.transformer.h:
         h = norm(x)
@@ -112,6 +113,23 @@ def test_relu_squared_forward_and_hand_written_backward():
     (ours,) = torch.autograd.grad(ReLUSquared.apply(x), x, g)
     (ref,) = torch.autograd.grad(torch.relu(x).square(), x, g)
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+
+
+def test_rms_norm_forward_and_hand_written_backward():
+    x = torch.randn(3, 5, 2, 8, dtype=torch.float64, requires_grad=True)
+    ref = F.rms_norm(x, (8,))
+    torch.testing.assert_close(RMSNorm.apply(x), ref, atol=1e-15, rtol=0)
+    assert torch.autograd.gradcheck(RMSNorm.apply, (x,))
+    g = torch.randn_like(x)
+    (ours,) = torch.autograd.grad(RMSNorm.apply(x), x, g)
+    (want,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(ours, want, atol=1e-14, rtol=0)
+    # fp32: with and without gradients the very same numbers (norm() takes the no-grad path under no_grad)
+    x32 = torch.randn(4, 16, 256)
+    with torch.no_grad():
+        plain = norm(x32)
+    assert torch.equal(norm(x32.clone().requires_grad_()), plain)
+    torch.testing.assert_close(plain, F.rms_norm(x32, (256,)), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("H, Hkv", [(4, 4), (4, 2), (4, 1)])
@@ -267,12 +285,33 @@ def test_overfits_a_tiny_batch():
 
 def test_rotary_preserves_norm_and_relative_positions():
     D = 16
-    cos, sin = [t[0, :, 0] for t in __import__("nanochat.gpt", fromlist=["x"]).rotary_tables(10, D, 10000.0, "cpu", torch.float32)]
+    cos, sin = [t[0, :, 0] for t in rotary_tables(10, D, 10000.0, "cpu", torch.float32)]
     q, k = torch.randn(D), torch.randn(D)
-    rot = lambda x, t: apply_rotary(x.view(1, 1, 1, D), cos[t].view(1, 1, 1, -1), sin[t].view(1, 1, 1, -1)).view(D)
+    rot = lambda x, t: apply_rotary(x.view(1, 1, 1, D), rotary_factors(cos[t].view(1, 1, 1, -1), sin[t].view(1, 1, 1, -1))).view(D)
     torch.testing.assert_close(rot(q, 7).norm(), q.norm())
     # the score depends only on the offset between positions
     torch.testing.assert_close(rot(q, 5) @ rot(k, 2), rot(q, 8) @ rot(k, 5), atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_complex_and_real_forms_agree():
+    # CPU fp32/fp64 rotates with one complex product; GPUs (and bf16) with the real form: the same function
+    cos, sin = rotary_tables(12, 8, 10000.0, "cpu", torch.float64)
+    rope = rotary_factors(cos, sin)
+    assert rope.is_complex()
+    x = torch.randn(2, 12, 3, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn_like(x)
+    fast, real = apply_rotary(x, rope), apply_rotary(x, (cos, sin))
+    torch.testing.assert_close(fast, real, atol=1e-15, rtol=0)
+    (gf,) = torch.autograd.grad(fast, x, g)
+    (gr,) = torch.autograd.grad(real, x, g)
+    torch.testing.assert_close(gf, gr, atol=1e-15, rtol=0)
+    # pair i of position t is turned by -t * theta_i: check one pair by hand
+    theta = 10000.0 ** (-2 / 8)  # i = 1
+    a, b = x[1, 5, 2, 2].item(), x[1, 5, 2, 3].item()
+    want = [a * math.cos(5 * theta) + b * math.sin(5 * theta), b * math.cos(5 * theta) - a * math.sin(5 * theta)]
+    torch.testing.assert_close(fast[1, 5, 2, 2:4], torch.tensor(want, dtype=torch.float64))
+    bf = rotary_factors(cos.to(torch.bfloat16), sin.to(torch.bfloat16))
+    assert isinstance(bf, tuple)
 
 
 def test_bad_config_is_a_clear_error():
