@@ -243,7 +243,10 @@ class MLP(nn.Module):
         self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x):
-        return self.c_proj(ReLUSquared.apply(self.c_fc(x)))
+        h = self.c_fc(x)  # (B, T, 4C)
+        # the Function only where a backward will follow; at inference the same two ops without its overhead
+        h = ReLUSquared.apply(h) if torch.is_grad_enabled() and h.requires_grad else F.relu(h).square()
+        return self.c_proj(h)
 
 
 class Block(nn.Module):

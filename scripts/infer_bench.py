@@ -72,14 +72,14 @@ class NoStop(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model, self.config, self.rotary_len = model, model.config, model.rotary_len
+        self.stop = torch.tensor(stop_ids, device=model.get_device())  # made once, not per step
 
     def get_device(self):
         return self.model.get_device()
 
     def forward(self, idx, kv_cache=None):
         logits = self.model(idx, kv_cache=kv_cache)  # (B, T, V)
-        logits[..., stop_ids] = float("-inf")
-        return logits
+        return logits.index_fill_(-1, self.stop, float("-inf"))
 
 
 bench_model = NoStop(model)
