@@ -93,13 +93,12 @@ class KVCache:
         t0, t1 = self.pos, self.pos + T_new
         if t1 > self.seq_len:
             self._grow(t1)
-        self.kv[layer_idx, 0, :, :, t0:t1] = k
-        self.kv[layer_idx, 1, :, :, t0:t1] = v
-        keys = self.kv[layer_idx, 0, :, :, :t1]  # (B, H_kv, t1, D)
-        values = self.kv[layer_idx, 1, :, :, :t1]  # (B, H_kv, t1, D)
+        keys, values = self.kv[layer_idx, 0], self.kv[layer_idx, 1]  # (B, H_kv, T_max, D) each
+        keys[:, :, t0:t1] = k
+        values[:, :, t0:t1] = v
         if layer_idx == self.num_layers - 1:
             self.pos = t1
-        return keys, values
+        return keys[:, :, :t1], values[:, :, :t1]  # (B, H_kv, t1, D)
 
     # -------------------------------------------------------------------------
     # prefill once, sample many: copying and reshaping caches
