@@ -144,12 +144,13 @@ class MuonAdamW(torch.optim.Optimizer):
             state["exp_avg_sq"] = torch.zeros_like(p)
         state["step"] += 1
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        p.mul_(1 - lr * wd)
+        if wd:
+            p.mul_(1 - lr * wd)
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias1 = 1 - beta1 ** state["step"]
         bias2 = 1 - beta2 ** state["step"]
-        denom = (state["exp_avg_sq"].sqrt() / math.sqrt(bias2)).add_(eps)
+        denom = state["exp_avg_sq"].sqrt().div_(math.sqrt(bias2)).add_(eps)  # one new tensor, not two
         p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
 
     def _muon_updates(self, jobs):
@@ -183,7 +184,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
                 if group["weight_decay"]:
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
+                p.add_(update, alpha=-group["lr"] * scale)  # bf16 update into fp32 p: upcast on the fly, no copy
 
 
 # -----------------------------------------------------------------------------
