@@ -119,7 +119,7 @@ def few_rows_linear(x, w):
     rows = x.reshape(-1, x.size(-1))  # (M, C)
     M = rows.size(0)
     if M == 1:
-        rows = rows.repeat(2, 1)  # (2, C)
+        rows = torch.cat([rows, rows])  # (2, C) (cat: ~1 us here, repeat ~8 us)
     y = torch.mm(w, rows.t())[:, :M]  # (V, M)
     return y.t().contiguous().view(*x.shape[:-1], w.size(0))  # (..., V)
 
