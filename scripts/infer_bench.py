@@ -8,7 +8,8 @@ It builds a randomly initialized GPT of the given depth (speed does not depend o
      torch.cat cache, timed in the same run: the yardstick for what this machine gives that day;
   4. total generated tokens/s and per-step latency at several batch sizes (one prompt, N sample rows).
 Every row generates exactly --new-tokens tokens: the stop tokens' logits are masked out, and the calculator tool
-is off, so all configurations do the same work.
+is off, so all configurations do the same work. The runs of 2-4 are interleaved (each round runs every one of
+them once) and each keeps its fastest round, so a disturbed stretch of a shared machine hits all of them alike.
 
     python -m scripts.infer_bench                                   # CPU: d4 (n_embd 256, 4 layers, vocab 8192)
     python -m scripts.infer_bench --threads 1 --batch-sizes 1,4,16  # pin threads for steadier numbers
@@ -113,6 +114,24 @@ def best_of(fn):
     return best
 
 
+def best_of_each(fns):
+    """
+    best_of for several functions at once, interleaved: every round runs each of them once, so a stretch of
+    disturbance on the machine hits all of them alike and ratios between them stay meaningful.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: (float("inf"), float("inf")) for name in fns}
+    for _ in range(args.repeats):
+        for name, fn in fns.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            best[name] = min(best[name], (time.perf_counter() - t0, time.process_time() - c0))
+    return best
+
+
 def show(wall, cpu, work):
     """'X tok/s' for `work` tokens, plus the CPU-time figure on CPU."""
     text = f"{work / wall:10.1f} tok/s"
@@ -133,7 +152,10 @@ t, c = best_of(prefill)
 print0(f"prefill   batch 1: {t * 1000:8.2f} ms for {args.prompt_len} tokens = {show(t, c, args.prompt_len)}")
 
 # -----------------------------------------------------------------------------
-# 2) decode at batch 1: KV cache vs full recomputation
+# 2) decode at batch 1, KV cache vs full recomputation; 3) the same for a plain GPT-2 style model with the plain
+# torch.cat cache, in this same run: what this machine gives today (a batch-1 decode step reads every weight from
+# memory, so a busy neighbour's memory traffic moves both ratios); 4) batching: one prompt, N rows.
+# All of them are timed interleaved, round by round (best_of_each), so their ratios compare like with like.
 
 
 def run_engine(num_samples):
@@ -146,7 +168,7 @@ def run_engine(num_samples):
 
 @torch.inference_mode()
 def run_nocache():
-    """The plain reference: every new token re-runs the model over the whole sequence so far."""
+    """The naive way: every new token re-runs the model over the whole sequence so far."""
     gen = torch.Generator(device=device).manual_seed(args.seed)
     ids = torch.tensor([prompt], device=device)  # (1, T)
     for _ in range(args.new_tokens):
@@ -154,21 +176,6 @@ def run_nocache():
         nxt = sample_next_token(logits, gen, temperature=1.0)  # (1,)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
 
-
-t_cache, c_cache = best_of(lambda: run_engine(1))
-print0(f"decode    batch 1, KV cache: {show(t_cache, c_cache, args.new_tokens)}, {t_cache * 1000 / args.new_tokens:.2f} ms/token")
-if not args.skip_nocache:
-    t_nocache, c_nocache = best_of(run_nocache)
-    print0(f"decode    batch 1, no cache: {show(t_nocache, c_nocache, args.new_tokens)}, "
-           f"{t_nocache * 1000 / args.new_tokens:.2f} ms/token")
-    print0(f"KV cache speedup: {t_nocache / t_cache:.1f}x wall"
-           + (f", {c_nocache / c_cache:.1f}x cpu time" if device.type == "cpu" else "")
-           + " (goal >= 7x at 256 new tokens after a 64-token prompt)")
-
-# -----------------------------------------------------------------------------
-# 3) the same comparison for a plain GPT-2 style model with the plain torch.cat cache, in this same run: what
-# this machine gives today (a batch-1 decode step reads every weight from memory, so a busy neighbour's memory
-# traffic moves both ratios)
 
 plain = PlainGPT(args.vocab_size, config.sequence_len, n_embd, n_head, args.depth).to(device).eval()
 
@@ -187,22 +194,30 @@ def run_plain(use_cache):
             new = nxt if use_cache else ids
 
 
+runs = {("batch", b): (lambda b=b: run_engine(b)) for b in sorted(set(batch_sizes) | {1})}
 if not args.skip_nocache:
-    tp_cache, cp_cache = best_of(lambda: run_plain(True))
-    tp_nocache, cp_nocache = best_of(lambda: run_plain(False))
+    runs.update({"nocache": run_nocache, "plain cache": lambda: run_plain(True), "plain nocache": lambda: run_plain(False)})
+best = best_of_each(runs)
+
+t_cache, c_cache = best[("batch", 1)]
+print0(f"decode    batch 1, KV cache: {show(t_cache, c_cache, args.new_tokens)}, {t_cache * 1000 / args.new_tokens:.2f} ms/token")
+if not args.skip_nocache:
+    t_nocache, c_nocache = best["nocache"]
+    print0(f"decode    batch 1, no cache: {show(t_nocache, c_nocache, args.new_tokens)}, "
+           f"{t_nocache * 1000 / args.new_tokens:.2f} ms/token")
+    print0(f"KV cache speedup: {t_nocache / t_cache:.1f}x wall"
+           + (f", {c_nocache / c_cache:.1f}x cpu time" if device.type == "cpu" else "")
+           + " (goal >= 7x at 256 new tokens after a 64-token prompt)")
+    (tp_cache, cp_cache), (tp_nocache, cp_nocache) = best["plain cache"], best["plain nocache"]
     print0(f"plain GPT-2 style reference, same shape: KV cache {show(tp_cache, cp_cache, args.new_tokens)}, "
            f"no cache {show(tp_nocache, cp_nocache, args.new_tokens)}")
     print0(f"plain reference KV cache speedup: {tp_nocache / tp_cache:.1f}x wall"
            + (f", {cp_nocache / cp_cache:.1f}x cpu time" if device.type == "cpu" else "")
            + f"; ours / plain decode speed with cache: {tp_cache / t_cache:.2f}x")
 
-# -----------------------------------------------------------------------------
-# 4) batching: one prompt, N rows
-
-
 throughput = {}
 for b in batch_sizes:
-    t, c = best_of(lambda: run_engine(b))
+    t, c = best[("batch", b)]
     throughput[b] = (b * args.new_tokens / t, b * args.new_tokens / c)
     print0(f"generate  batch {b:3d}: {show(t, c, b * args.new_tokens)} total, {t * 1000 / args.new_tokens:.2f} ms/step")
 if 1 in throughput:
