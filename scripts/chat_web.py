@@ -521,7 +521,7 @@ def parse_args(argv=None):
 def load_engines(args):
     """One Engine per worker: a model replica per GPU on cuda, one shared model elsewhere."""
     from nanochat.checkpoint import load_model
-    from nanochat.common import autodetect_device_type
+    from nanochat.common import autodetect_device_type, keep_freed_memory
     from nanochat.engine import Engine
     device_type = args.device or autodetect_device_type()
     if device_type == "cuda":
@@ -534,6 +534,8 @@ def load_engines(args):
         loaded = [load_model(args.source, f"cuda:{i}", args.tag, args.step) for i in range(workers)]
         return [Engine(m, t) for m, t, _ in loaded], loaded[0][2], loaded[0][1]
     workers = args.workers or 1
+    if device_type == "cpu":
+        keep_freed_memory()  # as compute_init does: no page faults for every request's fresh buffers
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # workers share the cores, not oversubscribe
     model, tokenizer, meta = load_model(args.source, device_type, args.tag, args.step)
     return [Engine(model, tokenizer) for _ in range(workers)], meta, tokenizer

@@ -20,7 +20,7 @@ import statistics
 
 import torch
 
-from nanochat.common import autodetect_device_type, compute_dtype
+from nanochat.common import autodetect_device_type, compute_dtype, keep_freed_memory
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 from nanochat.plain_gpt import PlainGPT  # GPT-2 style: learned positions, LayerNorm, GELU
@@ -35,12 +35,16 @@ parser.add_argument("--rounds", type=int, default=5, help="alternating rounds pe
 parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+parser.add_argument("--default-malloc", action="store_true",
+                    help="CPU: leave glibc malloc at its defaults (fresh pages faulted in every step) instead of "
+                         "keep_freed_memory(), which every nanochat script applies; affects both models alike")
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
 device_type = args.device_type or autodetect_device_type()
 device = torch.device(device_type)
 dtype = compute_dtype(device_type)
+malloc_kept = device_type == "cpu" and not args.default_malloc and keep_freed_memory()  # as compute_init does
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -136,6 +140,8 @@ else:
     peak, peak_name = 2 * n**3 / best, f"measured fp32 {n}x{n} matmul peak ({args.threads} threads)"
 
 print(f"device {device_type}, dtype {dtype}, threads {args.threads}; config {config}")
+if device_type == "cpu":
+    print(f"glibc malloc: {'keeps freed memory (keep_freed_memory)' if malloc_kept else 'defaults'}")
 print(f"B={args.batch_size} T={args.seq_len}; {args.rounds} rounds x {args.steps} steps each; the best round of each model")
 print(f"ours : {ours_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in ours_tps)})")
 print(f"plain: {plain_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in plain_tps)})")
