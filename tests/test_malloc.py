@@ -24,13 +24,13 @@ model = build_model(GPTConfig(sequence_len=128, vocab_size=4096, n_layer=2, n_he
 opt = setup_optimizer(model)
 x = torch.randint(0, 4096, (8, 128))
 faults = []
-for step in range(6):  # training steps: activations of a few MiB each, allocated and freed every step
+for step in range(8):  # training steps: activations of a few MiB each, allocated and freed every step
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     model(x, x).backward()
     opt.step()
     model.zero_grad(set_to_none=True)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "faults": faults[3:]}))  # after the warmup steps (optimizer state, heap growth)
+print(json.dumps({"applied": applied, "faults": faults[4:]}))  # after the warmup steps (optimizer state, heap growth)
 """
 
 
@@ -43,5 +43,7 @@ def probe(mode):
 def test_keep_freed_memory_stops_refaulting():
     default, kept = probe("default"), probe("keep")
     assert kept["applied"] is True
-    assert min(default["faults"]) > 1000, default  # > 4 MiB of fresh pages every step
-    assert max(kept["faults"]) < 100, kept  # the same pages, reused
+    assert sum(default["faults"]) > 4 * 1000, default  # > 4 MiB of fresh pages per step, on average
+    # the same pages, reused (the heap may still grow a little now and then: hundreds of pages in one step)
+    assert sorted(kept["faults"])[1] < 50, kept
+    assert sum(kept["faults"]) * 10 < sum(default["faults"]), (kept, default)
