@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanochat import cpu_linear
 from nanochat.common import compute_dtype
 from nanochat.head_loss import softcapped_cross_entropy, tanh_via_sigmoid
 
@@ -107,23 +108,6 @@ def norm(x):
     return F.rms_norm(x, (x.size(-1),))
 
 
-def few_rows_linear(x, w):
-    """
-    x @ w^T for a handful of rows of x on CPU: a decode step, one new token per sequence. The weights are then
-    cold in memory and the product is bound by reading them once. MKL's kernels for x @ w^T with few rows read
-    them several times slower than memory allows (an (8192, 256) fp32 weight here: 1.1 ms for 1 row, 1.6-2.6 ms
-    for 2-16 rows, while merely summing it takes 0.25 ms); the same product the other way round, (w @ x^T)^T,
-    takes 0.36 ms for 2 rows and ~1.4-2.0 ms for 16. A single row is doubled, because one column would send
-    w @ x^T to the slow matrix-vector kernel again.
-    """
-    rows = x.reshape(-1, x.size(-1))  # (M, C)
-    M = rows.size(0)
-    if M == 1:
-        rows = torch.cat([rows, rows])  # (2, C) (cat: ~1 us here, repeat ~8 us)
-    y = torch.mm(w, rows.t())[:, :M]  # (V, M)
-    return y.t().contiguous().view(*x.shape[:-1], w.size(0))  # (..., V)
-
-
 class Linear(nn.Linear):
     """A bias-free Linear whose fp32 weight is cast to the activation dtype: the whole precision policy."""
 
@@ -133,8 +117,8 @@ class Linear(nn.Linear):
     def forward(self, x):
         w = self.weight
         w = w if w.dtype == x.dtype else w.to(x.dtype)  # (checked here: even a no-op .to costs a dispatch)
-        if x.device.type == "cpu" and x.numel() <= 16 * x.size(-1):  # at most 16 rows: a decode step
-            return few_rows_linear(x, w)
+        if x.device.type == "cpu":
+            return cpu_linear.linear(x, w)  # the fastest CPU kernel for the shape: few-row or oneDNN
         return F.linear(x, w)
 
 

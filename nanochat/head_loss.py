@@ -22,6 +22,9 @@ and sigmoid(2z) needs no pass for the 2: (2x) @ W^T is exactly 2 (x @ W^T) in fl
     loss = softcapped_cross_entropy(x, weight, targets, softcap, reduction)   # x: (N, C), weight: (V, C)
 """
 import torch
+import torch.nn.functional as F
+
+from nanochat import cpu_linear
 
 # -----------------------------------------------------------------------------
 # tanh, the fast way on CPU
@@ -59,13 +62,14 @@ def _forward(x, weight, targets, softcap, scale, want_grad):
     dx = torch.empty_like(x) if want_grad else None
     dw = torch.zeros_like(weight) if want_grad else None
     x2 = x * 2  # (N, C): sigmoid(2z) = sigmoid((2x) @ W^T), exactly, and (N, C) is V/C times smaller than (N, V)
+    linear = cpu_linear.linear if x.device.type == "cpu" else F.linear  # a @ b^T (oneDNN on CPU: see cpu_linear)
     rows = _chunk_rows(V)
     for i in range(0, N, rows):
         xc, yc = x[i:i + rows], targets[i:i + rows]  # (n, C), (n,)
         n = xc.size(0)
         valid = yc != -1
         y = yc.clamp(min=0)  # a safe index for ignored rows; their loss and gradient are zeroed below
-        s = torch.mm(x2[i:i + rows], weight.mT).to(acc).sigmoid_()  # (n, V), s = sigmoid(2z)
+        s = linear(x2[i:i + rows], weight).to(acc).sigmoid_()  # (n, V), s = sigmoid(2z)
         # every logit is below c, so exp(l - c) = exp(2c (s - 1)) <= 1 never overflows: no max pass needed
         # (and for c <= 40 the largest term, >= exp(-2c), cannot underflow in fp32 either)
         e = torch.mul(s, 2 * c).sub_(2 * c).exp_()  # (n, V)
@@ -81,7 +85,7 @@ def _forward(x, weight, targets, softcap, scale, want_grad):
         p[torch.arange(n, device=x.device), y] -= k  # k * (softmax - onehot(y))
         p.mul_(s.addcmul_(s, s, value=-1))  # * s (1 - s), with s overwritten by s - s^2 (s is done with)
         dz = p.to(x.dtype)  # (n, V)
-        torch.mm(dz, weight, out=dx[i:i + n])  # (n, C)
+        dx[i:i + n] = linear(dz, weight.mT)  # (n, C) = dz @ W
         dw.addmm_(dz.mT, xc)  # (V, C)
     return losses, dx, dw
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import (GPT, GPTConfig, Linear, ReLUSquared, few_rows_linear, RMSNorm, build_model, apply_rotary, decode_attention, norm,
+from nanochat.gpt import (GPT, GPTConfig, Linear, ReLUSquared, RMSNorm, build_model, apply_rotary, decode_attention, norm,
                           rotary_factors, rotary_tables)
 from nanochat.head_loss import tanh_via_sigmoid
 
@@ -113,20 +113,6 @@ def test_relu_squared_forward_and_hand_written_backward():
     (ours,) = torch.autograd.grad(ReLUSquared.apply(x), x, g)
     (ref,) = torch.autograd.grad(torch.relu(x).square(), x, g)
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 24), (2, 1, 24), (5, 24), (16, 1, 24), (3, 7, 24)])
-def test_few_rows_linear_equals_f_linear(shape):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(*shape, generator=g, dtype=torch.float64)
-    w = torch.randn(40, 24, generator=g, dtype=torch.float64)
-    y = few_rows_linear(x, w)
-    assert y.shape == (*shape[:-1], 40) and y.is_contiguous()
-    torch.testing.assert_close(y, F.linear(x, w), atol=1e-12, rtol=0)
-    lin = Linear(24, 40).double()
-    with torch.no_grad():
-        lin.weight.copy_(w)
-    torch.testing.assert_close(lin(x), F.linear(x, w), atol=1e-12, rtol=0)  # either path, same product
 
 
 def test_rms_norm_forward_and_hand_written_backward():

@@ -1,0 +1,105 @@
+"""
+x @ w^T on CPU, by the kernel that is fastest for the shape. GPU code never comes here.
+
+Two kinds of kernel, measured on the 2-core AMD EPYC (Zen 4) box that runs our CI, fp32, 2 threads:
+
+- A handful of rows (a decode step: one new token per sequence). The weights are cold in memory and the
+  product is bound by reading them once. MKL's kernels for x @ w^T with few rows read them several times
+  slower than memory allows (an (8192, 256) weight: 1.1 ms for 1 row, 1.6-2.6 ms for 2-16 rows, while merely
+  summing it takes 0.25 ms); the same product the other way round, (w @ x^T)^T, takes 0.36 ms for 2 rows.
+  -> few_rows_linear, up to 4 rows (from ~8 rows on, oneDNN below is faster).
+
+- More rows (training, prefill, the loss head's chunks, decode steps of 5+ sequences). torch.mm calls MKL's
+  sgemm, which runs its AVX2 code on AMD CPUs; oneDNN's matmul (torch.ops.mkldnn._linear_pointwise, the op
+  that torch.compile's CPU backend emits for linear layers) runs AVX-512 code. GFLOP/s, torch.mm vs oneDNN,
+  for the products of a d4 training step: x @ w^T (2048, 256) x (256, 1024): 177 vs 207; loss-head chunk
+  (256, 256) x (256, 8192): 132 vs 181; the input gradient g @ w (2048, 1024) x (1024, 256), as
+  linear(g, w^T): 186 vs 216. The weight gradient g^T @ x stays with torch.mm, which was faster for it
+  (195 vs 154 at (256, 2048) x (2048, 256)). A 16-row decode step through the (8192, 256) head: 1.23 ms with
+  few_rows_linear, 0.85 ms with oneDNN.
+  -> linear (and the autograd Function OneDNNLinear).
+
+Both kernels compute in fp32 and differ from torch.mm only in the order of the additions. With and without
+gradients the forward runs the same kernel, so logits are bitwise equal either way (DPO and distillation
+compare a frozen reference with its trainable copy).
+"""
+import platform
+import functools
+
+import torch
+import torch.nn.functional as F
+
+# -----------------------------------------------------------------------------
+# few rows: a decode step
+
+
+def few_rows_linear(x, w):
+    """x @ w^T as (w @ x^T)^T, for a few rows of x (see above). A single row is doubled, because one column
+    would send w @ x^T to the slow matrix-vector kernel again."""
+    rows = x.reshape(-1, x.size(-1))  # (M, C)
+    M = rows.size(0)
+    if M == 1:
+        rows = torch.cat([rows, rows])  # (2, C) (cat: ~1 us here, repeat ~8 us)
+    y = torch.mm(w, rows.t())[:, :M]  # (V, M)
+    return y.t().contiguous().view(*x.shape[:-1], w.size(0))  # (..., V)
+
+
+# -----------------------------------------------------------------------------
+# many rows: oneDNN
+
+
+def _onednn_mm(a, b_t):
+    """a @ b_t^T by oneDNN, a: (M, K) contiguous (it refuses some strided ones), b_t: (N, K), may be a transposed view."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_available():
+    """
+    True where the oneDNN op exists and agrees with torch.mm on a small product: x86-64 builds of torch with
+    oneDNN. Elsewhere (ARM Macs, builds without it, a future torch that renames the private op) we fall back
+    to F.linear. Checked once per process.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(33, 40, generator=g), torch.randn(24, 40, generator=g)
+        return torch.allclose(_onednn_mm(a, b), a @ b.t(), rtol=1e-5, atol=1e-5) and \
+            torch.allclose(_onednn_mm(a, b.t().contiguous().t()), a @ b.t(), rtol=1e-5, atol=1e-5)  # as in backward
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_linear(x, w):
+    """x: (..., K), w: (N, K) -> (..., N)"""
+    return _onednn_mm(x.reshape(-1, x.size(-1)).contiguous(), w).view(*x.shape[:-1], w.size(0))
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """y = x @ w^T by oneDNN; backward: dx = g @ w by oneDNN (as linear(g, w^T)), dw = g^T @ x by torch.mm."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return _onednn_linear(x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        dx = _onednn_linear(g, w.t()) if ctx.needs_input_grad[0] else None  # (..., K)
+        dw = torch.mm(g.reshape(-1, g.size(-1)).t(), x.reshape(-1, x.size(-1))) if ctx.needs_input_grad[1] else None
+        return dx, dw  # dw: (N, K)
+
+
+def linear(x, w):
+    """x @ w^T for CPU tensors. fp32 with oneDNN: few_rows_linear up to 4 rows, oneDNN above. Other dtypes, or
+    no oneDNN: few_rows_linear up to 16 rows, F.linear above."""
+    onednn = x.dtype == torch.float32 and onednn_available()
+    if x.numel() <= (4 if onednn else 16) * x.size(-1):  # a decode step of a few sequences
+        return few_rows_linear(x, w)
+    if not onednn:
+        return F.linear(x, w)
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return OneDNNLinear.apply(x, w)
+    return _onednn_linear(x, w)

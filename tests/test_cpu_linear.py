@@ -1,0 +1,88 @@
+"""
+Tests for nanochat/cpu_linear.py: every CPU kernel choice computes x @ w^T and its gradients, checked against
+F.linear and autograd in float64.
+
+    python -m pytest tests/test_cpu_linear.py -q
+"""
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanochat import cpu_linear
+from nanochat.cpu_linear import OneDNNLinear, few_rows_linear, linear, onednn_available
+from nanochat.gpt import Linear
+
+torch.set_num_threads(1)
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="oneDNN matmul not available in this torch build")
+
+
+def data(*shape, n_out=40, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype), torch.randn(n_out, shape[-1], generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 24), (2, 1, 24), (5, 24), (16, 1, 24), (3, 7, 24)])
+def test_few_rows_linear_equals_f_linear(shape):
+    x, w = data(*shape)
+    y = few_rows_linear(x, w)
+    assert y.shape == (*shape[:-1], 40) and y.is_contiguous()
+    torch.testing.assert_close(y, F.linear(x, w), atol=1e-12, rtol=0)
+    lin = Linear(24, 40).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    torch.testing.assert_close(lin(x), F.linear(x, w), atol=1e-12, rtol=0)  # either path, same product
+
+
+def test_onednn_is_used_on_x86():
+    """Our CI box is x86-64 with torch's oneDNN: the fast path must not silently switch itself off there."""
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available():
+        assert onednn_available()
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(5, 64), (16, 1, 64), (2, 40, 64), (3, 300, 64)])
+def test_onednn_linear_forward_and_gradients(shape, monkeypatch):
+    x64, w64 = data(*shape, n_out=96)
+    x, w = x64.float().requires_grad_(), w64.float().requires_grad_()
+    calls = []
+    real = cpu_linear._onednn_mm
+    monkeypatch.setattr(cpu_linear, "_onednn_mm", lambda a, b: calls.append(1) or real(a, b))
+    y = linear(x, w)
+    assert len(calls) == 1, "more than 4 fp32 rows must go through oneDNN"
+    x64.requires_grad_(), w64.requires_grad_()
+    ref = F.linear(x64, w64)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    g64 = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y.backward(g64.float())
+    ref.backward(g64)
+    assert len(calls) == 2  # dx by oneDNN too (dw by torch.mm)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        assert torch.equal(linear(x, w), y)  # the same kernel with and without gradients: bitwise equal
+
+
+@needs_onednn
+def test_onednn_linear_strided_inputs_and_one_sided_gradients():
+    xt, _ = data(64, 48, dtype=torch.float32)
+    _, w = data(48, 64, n_out=32, seed=1, dtype=torch.float32)
+    x = xt.t()  # (48, 64), a view with transposed strides
+    w.requires_grad_()  # (32, 64)
+    y = OneDNNLinear.apply(x, w)
+    torch.testing.assert_close(y, x.contiguous() @ w.detach().t(), rtol=1e-5, atol=1e-5)
+    y.sum().backward()  # x needs no gradient: only dw is made
+    torch.testing.assert_close(w.grad, torch.ones(32, 48) @ x.contiguous(), rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_four_fp32_rows_take_the_few_rows_kernel(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "_onednn_mm", lambda a, b: pytest.fail("a 4-row product went to oneDNN"))
+    x, w = data(4, 1, 64, dtype=torch.float32)
+    torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_non_fp32_falls_back_to_f_linear():
+    x, w = data(40, 24)  # float64: oneDNN has no fp64 matmul
+    torch.testing.assert_close(linear(x, w), F.linear(x, w), atol=0, rtol=0)
