@@ -5,10 +5,10 @@ hundred rows at a time, with the gradients made in the same pass. GPT.forward us
 Why: written as separate ops (lm_head matmul, tanh, * softcap, log_softmax, nll), every op reads and writes a
 whole (B*T, V) tensor. At the CPU benchmark size (B*T = 2048, V = 8192) that is 64 MiB per op, eight times
 per step counting the backward ops, each a fresh allocation (that glibc maps page by page unless told to keep
-freed memory: common.keep_freed_memory). Those passes cost about as much as all the matmuls of the blocks. Here the (rows, V) chunk stays in cache, its
-buffers are reused, and the backward pass is free: d loss / d x and d loss / d W are finished during the
-forward pass (the "fused linear cross-entropy" trick of Liger Kernel, arXiv 2410.10989; our version is plain
-PyTorch ops on chunks). On CUDA the model keeps the separate ops: torch.compile fuses them into a few kernels.
+freed memory: common.keep_freed_memory). Those passes cost about as much as all the matmuls of the blocks.
+Here the (rows, V) chunk stays in cache, its buffers are reused, and the backward pass is free: d loss / d x
+and d loss / d W are finished during the forward pass (the "fused linear cross-entropy" trick of Liger Kernel,
+arXiv 2410.10989; our version is plain PyTorch ops on chunks). On CUDA the model keeps the separate ops: torch.compile fuses them into a few kernels.
 
 Math, per row with targets y (ignored rows, y = -1, count nothing):
     t = tanh(z), z = x @ W^T      logits l = c * t (c = softcap, so every l lies in (-c, c))
