@@ -8,7 +8,8 @@ per step counting the backward ops, each a fresh allocation (that glibc maps pag
 freed memory: common.keep_freed_memory). Those passes cost about as much as all the matmuls of the blocks.
 Here the (rows, V) chunk stays in cache, its buffers are reused, and the backward pass is free: d loss / d x
 and d loss / d W are finished during the forward pass (the "fused linear cross-entropy" trick of Liger Kernel,
-arXiv 2410.10989; our version is plain PyTorch ops on chunks). On CUDA the model keeps the separate ops: torch.compile fuses them into a few kernels.
+arXiv 2410.10989; our version is plain PyTorch ops on chunks). On CUDA the model keeps the separate ops:
+torch.compile fuses them into a few kernels.
 
 Math, per row with targets y (ignored rows, y = -1, count nothing):
     t = tanh(z), z = x @ W^T      logits l = c * t (c = softcap, so every l lies in (-c, c))
