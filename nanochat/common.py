@@ -84,7 +84,7 @@ def keep_freed_memory():
     Make glibc's malloc keep freed memory instead of handing it back to the kernel. By default it unmaps
     large blocks (above a threshold that tops out at 32 MB) and trims the heap top as soon as they are freed,
     so each training step's fresh activations are new pages that the kernel must fault in and zero again:
-    ~23-42k page faults (~100-170 MB) per d4 CPU step here, 5-15% of the step (more under a hypervisor).
+    ~23-42k page faults (~100-170 MB) per d4 CPU step here, 5-15% of the step.
     jemalloc and tcmalloc keep such memory by default; this asks glibc to do the same (mallopt M_MMAP_THRESHOLD
     and M_TRIM_THRESHOLD at 1 GiB). The cost: the process holds on to its peak heap. Returns True if applied;
     a no-op elsewhere (macOS, musl).

@@ -49,7 +49,7 @@ def few_rows_linear(x, w):
 
 
 def _onednn_mm(a, b_t):
-    """a @ b_t^T by oneDNN, a: (M, K) contiguous (it refuses some strided ones), b_t: (N, K), may be a transposed view."""
+    """a @ b_t^T by oneDNN. a: (M, K), contiguous (our callers make it so); b_t: (N, K), may be a transposed view."""
     return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
 
 
