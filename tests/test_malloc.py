@@ -1,7 +1,8 @@
 """
-keep_freed_memory(): with it, a training step's activations reuse the pages that the previous step freed; without
-it glibc hands large freed blocks back to the kernel and every step faults its activations in again. Counted with getrusage's minor page faults, each
-variant in a fresh interpreter (mallopt settings are process-wide and cannot be undone).
+keep_freed_memory(): with it, a training step's activations reuse the pages that the previous step freed;
+without it glibc hands large freed blocks back to the kernel and every step faults its activations in again.
+Counted with getrusage's minor page faults, each variant in a fresh interpreter (mallopt settings are
+process-wide and cannot be undone).
 
     python -m pytest tests/test_malloc.py -q
 """
