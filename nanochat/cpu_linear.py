@@ -1,26 +1,32 @@
 """
 x @ w^T on CPU, by the kernel that is fastest for the shape. GPU code never comes here.
 
-Two kinds of kernel, measured on the 2-core AMD EPYC (Zen 4) box that runs our CI, fp32, 2 threads:
+Three kernels, measured on the 2-core AMD EPYC (Zen 4) box that runs our CI, fp32, 2 threads:
 
-- A handful of rows (a decode step: one new token per sequence). The weights are cold in memory and the
-  product is bound by reading them once. MKL's kernels for x @ w^T with few rows read them several times
-  slower than memory allows (an (8192, 256) weight: 1.1 ms for 1 row, 1.6-2.6 ms for 2-16 rows, while merely
-  summing it takes 0.25 ms); the same product the other way round, (w @ x^T)^T, takes 0.36 ms for 2 rows.
-  -> few_rows_linear, up to 4 rows (from ~8 rows on, oneDNN below is faster).
+- Up to 16 rows (a decode step: one new token per sequence). The weights are cold in memory and the product
+  is bound by reading them once. MKL's kernels for x @ w^T with few rows read them several times slower than
+  memory allows (an (8192, 256) weight: 1.1 ms for 1 row, 1.6-2.6 ms for 2-16 rows, while merely summing it
+  takes 0.25 ms); the same product the other way round, (w @ x^T)^T, takes 0.36 ms for 2 rows.
+  -> few_rows_linear.
 
-- More rows (training, prefill, the loss head's chunks, decode steps of 5+ sequences). torch.mm calls MKL's
+- A multiple of 64 rows (every training step: B*T rows; the loss head's 256-row chunks). torch.mm calls MKL's
   sgemm, which runs its AVX2 code on AMD CPUs; oneDNN's matmul (torch.ops.mkldnn._linear_pointwise, the op
   that torch.compile's CPU backend emits for linear layers) runs AVX-512 code. GFLOP/s, torch.mm vs oneDNN,
   for the products of a d4 training step: x @ w^T (2048, 256) x (256, 1024): 177 vs 207; loss-head chunk
   (256, 256) x (256, 8192): 132 vs 181; the input gradient g @ w (2048, 1024) x (1024, 256), as
   linear(g, w^T): 186 vs 216. The weight gradient g^T @ x stays with torch.mm, which was faster for it
-  (195 vs 154 at (256, 2048) x (2048, 256)). A 16-row decode step through the (8192, 256) head: 1.23 ms with
-  few_rows_linear, 0.85 ms with oneDNN.
-  -> linear (and the autograd Function OneDNNLinear).
+  (195 vs 154 at (256, 2048) x (2048, 256)).
+  -> the autograd Function OneDNNLinear (and the same kernel without gradients).
+  But oneDNN builds a kernel for each new shape it meets, ~0.7 ms each here. Training repeats its shapes;
+  ragged inference (prompts of every length, RL rollouts, chat) would meet new ones all the time: sampling
+  8 rows from prompts of random lengths with a d2 model ran ~20% slower with oneDNN for every shape. Row
+  counts that are multiples of 64 keep the number of shapes small and catch every training step.
 
-Both kernels compute in fp32 and differ from torch.mm only in the order of the additions. With and without
-gradients the forward runs the same kernel, so logits are bitwise equal either way (DPO and distillation
+- Any other row count: F.linear (MKL).
+
+The choice is a function of the shape alone, so a run resumed from a checkpoint makes the same choices as an
+uninterrupted one. All kernels compute in fp32 and differ only in the order of the additions; with and
+without gradients a shape gets the same kernel, so logits are bitwise equal either way (DPO and distillation
 compare a frozen reference with its trainable copy).
 """
 import platform
@@ -45,7 +51,7 @@ def few_rows_linear(x, w):
 
 
 # -----------------------------------------------------------------------------
-# many rows: oneDNN
+# a multiple of 64 rows: oneDNN
 
 
 def _onednn_mm(a, b_t):
@@ -92,13 +98,16 @@ class OneDNNLinear(torch.autograd.Function):
         return dx, dw  # dw: (N, K)
 
 
+ONEDNN_ROWS = 64  # oneDNN for row counts that are multiples of this (see above)
+
+
 def linear(x, w):
-    """x @ w^T for CPU tensors. fp32 with oneDNN: few_rows_linear up to 4 rows, oneDNN above. Other dtypes, or
-    no oneDNN: few_rows_linear up to 16 rows, F.linear above."""
-    onednn = x.dtype == torch.float32 and onednn_available()
-    if x.numel() <= (4 if onednn else 16) * x.size(-1):  # a decode step of a few sequences
+    """x @ w^T for CPU tensors: few_rows_linear up to 16 rows; oneDNN for fp32 with a multiple of 64 rows
+    (where available); F.linear otherwise."""
+    rows = x.numel() // max(1, x.size(-1))
+    if rows <= 16:  # a decode step of a few sequences
         return few_rows_linear(x, w)
-    if not onednn:
+    if rows % ONEDNN_ROWS or x.dtype != torch.float32 or not onednn_available():
         return F.linear(x, w)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         return OneDNNLinear.apply(x, w)
