@@ -22,12 +22,25 @@ Three kernels, measured on the 2-core AMD EPYC (Zen 4) box that runs our CI, fp3
   8 rows from prompts of random lengths with a d2 model ran ~20% slower with oneDNN for every shape. Row
   counts that are multiples of 64 keep the number of shapes small and catch every training step.
 
+- 4 to 16 rows in a batched decode step (several samples of one prompt: RL rollouts, pass@k evals), when
+  the caller passes a packed weight. oneDNN can reorder a weight once into the blocked layout its few-row
+  kernel reads (torch.ops.mkldnn._reorder_linear_weight, what torch.compile's CPU backend does for frozen
+  weights); every product then skips that reorder. 16 rows, microseconds, cold / hot weights: the head
+  (8192, 256) 494 / 324 vs few_rows_linear 1503 / 673; (1024, 256) 76 / 54 vs 153 / 89; (256, 256) 27 / 23
+  vs 45 / 30. In a d4 decode step (model only, a noisy box): batch 16 6.1-6.5 -> 4.7-5.4 ms, batch 8
+  5.8-6.3 -> 4.5-5.0 ms; at batch 2 the packed kernel was slower (3.7 vs 3.0 ms), and at batch 1 too
+  (3.2 vs 2.4 ms), though faster alone with hot weights; so fewer than 4 rows stay with few_rows_linear.
+  The packed copy costs memory (one more copy of the weights) and goes stale when the weight changes, so
+  nanochat.gpt.packed_weights makes it only for the duration of a generation (the engine's decode loop).
+  -> packed_linear, via linear(x, w, packed).
+
 - Any other row count: F.linear (MKL).
 
 The choice is a function of the shape alone, so a run resumed from a checkpoint makes the same choices as an
 uninterrupted one. All kernels compute in fp32 and differ only in the order of the additions; with and
 without gradients a shape gets the same kernel, so logits are bitwise equal either way (DPO and distillation
-compare a frozen reference with its trainable copy).
+compare a frozen reference with its trainable copy). The packed kernel is the one exception: it runs only
+where the caller hands a packed weight in and no gradient is needed (generation).
 """
 import platform
 import functools
@@ -98,14 +111,43 @@ class OneDNNLinear(torch.autograd.Function):
         return dx, dw  # dw: (N, K)
 
 
+# -----------------------------------------------------------------------------
+# 4 to 16 rows, weights packed once per generation: a batched decode step
+
+PACKED_ROWS = 16  # the row count oneDNN lays the packed weight out for; it serves any count up to it
+PACKED_MIN_ROWS = 4  # fewer rows: few_rows_linear (in d4 decode steps the packed kernel was slower at 2 rows)
+
+
+def pack_weight(w):
+    """oneDNN's blocked copy of an fp32 weight (N, K) for products of up to 16 rows; None where unavailable."""
+    if w.dtype != torch.float32 or w.device.type != "cpu" or not onednn_available():
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACKED_ROWS)
+
+
+def packed_linear(x, packed, out_features):
+    """x (..., K) @ w^T with w's packed copy from pack_weight -> (..., N). No autograd."""
+    rows = x.reshape(-1, x.size(-1)).contiguous()  # (M, K)
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "").view(*x.shape[:-1], out_features)
+
+
+# -----------------------------------------------------------------------------
+# the dispatch
+
 ONEDNN_ROWS = 64  # oneDNN for row counts that are multiples of this (see above)
 
 
-def linear(x, w):
-    """x @ w^T for CPU tensors: few_rows_linear up to 16 rows; oneDNN for fp32 with a multiple of 64 rows
-    (where available); F.linear otherwise."""
+def linear(x, w, packed=None):
+    """
+    x @ w^T for CPU tensors: 4-16 rows with a packed weight (and no gradient needed): packed_linear; up to 16
+    rows otherwise few_rows_linear; oneDNN for fp32 with a multiple of 64 rows (where available); F.linear
+    otherwise. `packed`: w's copy from pack_weight, or None.
+    """
     rows = x.numel() // max(1, x.size(-1))
     if rows <= 16:  # a decode step of a few sequences
+        grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+        if packed is not None and rows >= PACKED_MIN_ROWS and x.dtype == torch.float32 and not grad:
+            return packed_linear(x, packed, w.size(0))
         return few_rows_linear(x, w)
     if rows % ONEDNN_ROWS or x.dtype != torch.float32 or not onednn_available():
         return F.linear(x, w)

@@ -27,6 +27,7 @@ from collections import deque
 import torch
 
 from nanochat.calculator import calculate
+from nanochat.gpt import packed_weights
 
 # -----------------------------------------------------------------------------
 # KV cache
@@ -321,28 +322,29 @@ class Engine:
         rows = [self._initial_state(tokens) for _ in range(num_samples)]
         active = list(range(num_samples))  # sample index of each row of the cache / logits, in order
 
-        # 3) decode: one token per active row per step
-        while True:
-            sampled = sample_next_token(logits, generator, temperature, top_k, top_p).tolist()  # (A,)
-            token_column, forced_column = [None] * num_samples, [None] * num_samples
-            for i, s in enumerate(active):
-                token, forced = self._next_token(rows[s], sampled[i], use_tools, max_think_tokens, min_think_tokens,
-                                                 max_waits, wait_ids, prefix_ids)
-                token_column[s], forced_column[s] = token, forced
-                rows[s].num_generated += 1
-                stop = token in (self.assistant_end, self.bos) and not forced
-                if stop or (max_tokens is not None and rows[s].num_generated >= max_tokens):
-                    rows[s].done = True
-            yield token_column, forced_column
+        # 3) decode: one token per active row per step; several rows on CPU read packed weights (gpt.py)
+        with packed_weights(model, rows=num_samples):
+            while True:
+                sampled = sample_next_token(logits, generator, temperature, top_k, top_p).tolist()  # (A,)
+                token_column, forced_column = [None] * num_samples, [None] * num_samples
+                for i, s in enumerate(active):
+                    token, forced = self._next_token(rows[s], sampled[i], use_tools, max_think_tokens, min_think_tokens,
+                                                     max_waits, wait_ids, prefix_ids)
+                    token_column[s], forced_column[s] = token, forced
+                    rows[s].num_generated += 1
+                    stop = token in (self.assistant_end, self.bos) and not forced
+                    if stop or (max_tokens is not None and rows[s].num_generated >= max_tokens):
+                        rows[s].done = True
+                yield token_column, forced_column
 
-            keep = [i for i, s in enumerate(active) if not rows[s].done]
-            if not keep:
-                return
-            if len(keep) < len(active):  # finished rows leave the batch: no more compute or memory for them
-                cache.keep_rows(keep)
-                active = [active[i] for i in keep]
-            ids = torch.tensor([[token_column[s]] for s in active], dtype=torch.long, device=device)  # (A, 1)
-            logits = model(ids, kv_cache=cache)[:, -1, :]  # (A, V)
+                keep = [i for i, s in enumerate(active) if not rows[s].done]
+                if not keep:
+                    return
+                if len(keep) < len(active):  # finished rows leave the batch: no more compute or memory for them
+                    cache.keep_rows(keep)
+                    active = [active[i] for i in keep]
+                ids = torch.tensor([[token_column[s]] for s in active], dtype=torch.long, device=device)  # (A, 1)
+                logits = model(ids, kv_cache=cache)[:, -1, :]  # (A, V)
 
     def _next_token(self, row, sampled, use_tools, max_think, min_think, max_waits, wait_ids, prefix_ids):
         """Decide one row's next token (sampled or forced) and update its tool/thinking state. -> (token, forced)"""

@@ -88,3 +88,62 @@ def test_other_row_counts_stay_off_onednn(rows, monkeypatch):
 def test_non_fp32_falls_back_to_f_linear():
     x, w = data(40, 24)  # float64: oneDNN has no fp64 matmul
     torch.testing.assert_close(linear(x, w), F.linear(x, w), atol=0, rtol=0)
+
+
+# -----------------------------------------------------------------------------
+# packed weights for batched decode steps (2-16 rows)
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [4, 9, 16])
+@pytest.mark.parametrize("n_out,n_in", [(40, 24), (512, 64), (64, 256)])
+def test_packed_linear_equals_f_linear(rows, n_out, n_in, monkeypatch):
+    x64, w64 = data(rows, 1, n_in, n_out=n_out)
+    x, w = x64.float(), w64.float()
+    packed = cpu_linear.pack_weight(w)
+    calls = []
+    real = cpu_linear.packed_linear
+    monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(1) or real(*a))
+    y = linear(x, w, packed)
+    assert calls == [1] and y.shape == (rows, 1, n_out) and y.is_contiguous()
+    torch.testing.assert_close(y.double(), F.linear(x64, w64), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_packed_weight_is_used_only_where_it_is_safe(monkeypatch):
+    x1, w = data(1, 1, 24, dtype=torch.float32)
+    packed = cpu_linear.pack_weight(w)
+    calls = []
+    real = cpu_linear.packed_linear
+    monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(1) or real(*a))
+    linear(x1, w, packed)  # one row: few_rows_linear (faster in a decode step)
+    linear(torch.randn(3, 24), w, packed)  # and up to 3 rows
+    linear(torch.randn(17, 24), w, packed)  # more than 16 rows: not a decode step
+    linear(torch.randn(4, 24, requires_grad=True), w, packed)  # a gradient is needed: the packed op has none
+    assert calls == []
+    assert cpu_linear.pack_weight(w.double()) is None  # fp32 only
+
+
+@needs_onednn
+def test_packed_weights_context(monkeypatch):
+    from nanochat.gpt import packed_weights
+    model = torch.nn.Sequential(Linear(24, 40), torch.nn.ReLU(), Linear(40, 8))
+    x = torch.randn(4, 24)
+    with torch.no_grad():
+        ref = model(x)
+        with packed_weights(model):
+            assert all(m.packed is not None for m in (model[0], model[2]))
+            with packed_weights(model):  # nested: shares the copies, the inner exit keeps them
+                pass
+            with packed_weights(model, rows=2):  # too few rows to pay off: packs nothing, drops nothing
+                pass
+            assert model[0].packed is not None
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+            model[0].weight.mul_(2)  # changed in place: the stale copy must not be used
+            calls = []
+            real = cpu_linear.packed_linear
+            monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(1) or real(*a))
+            h = model[0](x)
+            assert calls == []
+            torch.testing.assert_close(h, F.linear(x, model[0].weight), rtol=1e-6, atol=1e-6)
+        assert model[0].packed is None and model[2].packed is None and model[0].packed_users == 0

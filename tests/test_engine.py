@@ -176,7 +176,7 @@ def naive_greedy(model, prompt, max_tokens, stops):
     return out
 
 
-@pytest.mark.parametrize("text, num_samples", [("The quick", 1), ("12*3 =", 3), ("Wait, that", 2)])
+@pytest.mark.parametrize("text, num_samples", [("The quick", 1), ("12*3 =", 3), ("Wait, that", 5)])
 def test_greedy_with_cache_equals_naive(tok, gpt, text, num_samples):
     prompt = tok.encode(text, prepend="<|bos|>")
     stops = {sid(tok, "<|assistant_end|>"), sid(tok, "<|bos|>")}
@@ -186,6 +186,27 @@ def test_greedy_with_cache_equals_naive(tok, gpt, text, num_samples):
     for row, mask in zip(results, masks):
         assert row[:len(prompt)] == prompt and row[len(prompt):] == ref
         assert mask == [0] * len(prompt) + [1] * len(ref)
+
+
+def test_batched_decode_uses_packed_weights_and_drops_them(tok, gpt, monkeypatch):
+    # several rows on CPU decode with oneDNN-packed weights (gpt.packed_weights): used, the same greedy
+    # tokens as the naive loop (test above), and gone afterwards, also when the caller stops early
+    from nanochat import cpu_linear
+    from nanochat.gpt import Linear
+    if not cpu_linear.onednn_available():
+        pytest.skip("oneDNN matmul not available in this torch build")
+    calls = []
+    real = cpu_linear.packed_linear
+    monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(1) or real(*a))
+    prompt = tok.encode("12*3 =", prepend="<|bos|>")
+    Engine(gpt, tok).generate_batch(prompt, num_samples=3, max_tokens=4, temperature=0.0)  # 3 rows: not packed
+    assert not calls
+    gen = Engine(gpt, tok).generate(prompt, num_samples=4, max_tokens=24, temperature=0.0, use_tools=False)
+    next(gen), next(gen)
+    linears = [m for m in gpt.modules() if isinstance(m, Linear)]
+    assert calls and all(m.packed is not None for m in linears)
+    gen.close()  # abandoned mid-generation
+    assert all(m.packed is None and m.packed_users == 0 for m in linears)
 
 
 def test_cached_logits_equal_uncached(tok, gpt):
