@@ -118,12 +118,11 @@ PACKED_ROWS = 16  # the row count oneDNN lays the packed weight out for; it serv
 PACKED_MIN_ROWS = 4  # fewer rows: few_rows_linear (in d4 decode steps the packed kernel was slower at 2 rows)
 
 
-def pack_weight(w, rows=PACKED_ROWS):
-    """oneDNN's blocked copy of an fp32 weight (N, K), laid out for products of `rows` rows (it serves any
-    count); None where unavailable. The loss head also uses it (head_loss.py): 8 chunks share one copy."""
+def pack_weight(w):
+    """oneDNN's blocked copy of an fp32 weight (N, K) for products of up to 16 rows; None where unavailable."""
     if w.dtype != torch.float32 or w.device.type != "cpu" or not onednn_available():
         return None
-    return torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
+    return torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACKED_ROWS)
 
 
 def packed_linear(x, packed, out_features):

@@ -94,32 +94,3 @@ def test_gpt_forward_on_cpu_matches_the_unfused_logits_path():
         per_token = model(x, y, loss_reduction="none")  # (B, T), as loss_eval uses it
     assert per_token.shape == (3, 32) and per_token[:, :5].abs().max() == 0
     torch.testing.assert_close(per_token.sum() / (y != -1).sum(), ref.detach(), atol=1e-5, rtol=1e-5)
-
-
-def test_packed_head_weight_gives_bitwise_the_same_results(monkeypatch):
-    # fp32 on CPU: the chunks share one oneDNN-packed copy of W; losses and gradients must be bitwise what
-    # the unpacked per-chunk products give (the same kernel), with a ragged last chunk on the unpacked path
-    from nanochat import cpu_linear
-    if not cpu_linear.onednn_available():
-        pytest.skip("oneDNN matmul not available in this torch build")
-    monkeypatch.setattr(head_loss, "CHUNK_ELEMENTS", 64 * 512)  # 64-row chunks at V = 512
-    g = torch.Generator().manual_seed(0)
-    x, w = torch.randn(300, 32, generator=g), 0.5 * torch.randn(512, 32, generator=g)
-    y = torch.randint(0, 512, (300,), generator=g)
-
-    def run():
-        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
-        loss = softcapped_cross_entropy(xx, ww, y, CAP)
-        loss.backward()
-        with torch.no_grad():
-            rows = softcapped_cross_entropy(x, w, y, CAP, reduction="none")
-        return loss, rows, xx.grad, ww.grad
-
-    calls = []
-    real = cpu_linear.packed_linear
-    monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(a[0].size(0)) or real(*a))
-    packed = run()
-    assert calls and set(calls) == {64}  # 4 full chunks per pass packed, the 44-row rest not
-    monkeypatch.setattr(cpu_linear, "pack_weight", lambda *a, **k: None)
-    for a, b in zip(packed, run()):
-        assert torch.equal(a, b)
