@@ -22,6 +22,8 @@ and sigmoid(2z) needs no pass for the 2: (2x) @ W^T is exactly 2 (x @ W^T) in fl
 
     loss = softcapped_cross_entropy(x, weight, targets, softcap, reduction)   # x: (N, C), weight: (V, C)
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -72,8 +74,11 @@ def _forward(x, weight, targets, softcap, scale, want_grad):
         y = yc.clamp(min=0)  # a safe index for ignored rows; their loss and gradient are zeroed below
         s = linear(x2[i:i + rows], weight).to(acc).sigmoid_()  # (n, V), s = sigmoid(2z)
         # every logit is below c, so exp(l - c) = exp(2c (s - 1)) <= 1 never overflows: no max pass needed
-        # (and for c <= 40 the largest term, >= exp(-2c), cannot underflow in fp32 either)
-        e = torch.mul(s, 2 * c).sub_(2 * c).exp_()  # (n, V)
+        # (and for c <= 40 the largest term, >= exp(-2c), cannot underflow in fp32 either). Computed as
+        # 2^(k (s - 1)) with k = 2c / ln 2: torch's CPU exp2 is ~3x faster than its exp (2M elements: 0.37 vs
+        # 1.3 ms here), and the scaling by 1 / ln 2 moves the result by a few fp32 ulps at most
+        k2 = 2 * c / math.log(2)
+        e = torch.mul(s, k2).sub_(k2).exp2_()  # (n, V)
         total = e.sum(dim=1)  # (n,)
         lse = total.log() + c
         target_logit = c * (2 * s.gather(1, y[:, None]).squeeze(1) - 1)
