@@ -125,10 +125,10 @@ def pack_weight(w):
     return torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACKED_ROWS)
 
 
-def packed_linear(x, packed, out_features):
-    """x (..., K) @ w^T with w's packed copy from pack_weight -> (..., N). No autograd."""
-    rows = x.reshape(-1, x.size(-1)).contiguous()  # (M, K)
-    return torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "").view(*x.shape[:-1], out_features)
+def packed_linear(x, packed):
+    """x (..., K) @ w^T with w's packed copy from pack_weight -> (..., N). No autograd. (The op takes the
+    leading dims as they are: no reshape around it, ~4 us less per call of a decode step's 25.)"""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, None, "none", [], "")
 
 
 # -----------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def linear(x, w, packed=None):
     if rows <= 16:  # a decode step of a few sequences
         grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
         if packed is not None and rows >= PACKED_MIN_ROWS and x.dtype == torch.float32 and not grad:
-            return packed_linear(x, packed, w.size(0))
+            return packed_linear(x, packed)
         return few_rows_linear(x, w)
     if rows % ONEDNN_ROWS or x.dtype != torch.float32 or not onednn_available():
         return F.linear(x, w)
