@@ -3,11 +3,13 @@ Training throughput of our GPT next to a plain minimal GPT of the same shape, ti
 achieved FLOP/s against a matmul peak measured on this machine (CPU) or the H100 bf16 peak (GPU: MFU).
 
     python -m scripts.model_bench                        # CPU: d4-like (n_embd 256), B=8, T=256, fp32, 2 threads
+    python -m scripts.model_bench --grad-accum 2         # as base_train steps on CPU: 4096 tokens per update
     python -m scripts.model_bench --depth 20 --batch-size 32 --seq-len 2048 --vocab-size 65536   # one GPU
 
 Both models take full training steps (forward, backward, optimizer: ours MuonAdamW, plain torch AdamW), and
-forward+backward alone (Muon's Newton-Schulz costs a fixed ~20 GFLOP per step at d4, ~28% of a B=8 x T=256
-step, and shrinks per token as the batch grows; it runs in bf16 where the CPU has native bf16 matmuls).
+forward+backward alone. Muon's Newton-Schulz costs a fixed ~16 GFLOP per optimizer step at d4 (~23% of a
+B=8 x T=256 forward+backward; bf16 where the CPU has native bf16 matmuls), so it weighs less per token with
+--grad-accum, which both models then run alike.
 On CPU our loss head is the chunked one of nanochat/head_loss.py; the plain model materializes (B, T, V) logits.
 Run it on a quiet machine: two processes with 2 threads each on 2 cores slow both down many times over. The
 rounds alternate A, B, A, B and we report each model's best round (load from other processes only ever adds
@@ -31,6 +33,8 @@ parser.add_argument("--depth", type=int, default=4, help="layers; n_embd = 64*de
 parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
 parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
 parser.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size")
+parser.add_argument("--grad-accum", type=int, default=1,
+                    help="forward+backward passes per optimizer step, both models (base_train on CPU: 2, on one GPU: 8)")
 parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
 parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per model (best and median reported)")
 parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
@@ -70,16 +74,18 @@ y = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), generator
 
 
 def ours_step():
-    ours_fwd(x, y).backward()
+    for _ in range(args.grad_accum):
+        ours_fwd(x, y).backward()
     ours_opt.step()
     ours.zero_grad(set_to_none=True)
 
 
 def plain_step():
-    # the same precision policy for the plain model: bf16 autocast on CUDA (it has no casting Linear)
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-        loss = plain_fwd(x, y)
-    loss.backward()
+    for _ in range(args.grad_accum):
+        # the same precision policy for the plain model: bf16 autocast on CUDA (it has no casting Linear)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = plain_fwd(x, y)
+        loss.backward()
     plain_opt.step()
     plain.zero_grad(set_to_none=True)
 
@@ -101,21 +107,21 @@ def sync():
         torch.cuda.synchronize()
 
 
-def timed(step_fn):
+def timed(step_fn, micro_steps=1):
     sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step_fn()
     sync()
-    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - t0)  # tokens/s
+    return args.steps * micro_steps * args.batch_size * args.seq_len / (time.perf_counter() - t0)  # tokens/s
 
 
 for fn in (ours_step, plain_step, ours_step, plain_step):  # warmup (and compilation)
     fn()
 ours_tps, plain_tps, ours_fb, plain_fb = [], [], [], []
 for _ in range(args.rounds):
-    ours_tps.append(timed(ours_step))
-    plain_tps.append(timed(plain_step))
+    ours_tps.append(timed(ours_step, args.grad_accum))
+    plain_tps.append(timed(plain_step, args.grad_accum))
     ours_fb.append(timed(ours_fwd_bwd))
     plain_fb.append(timed(plain_fwd_bwd))
 ours_tok, plain_tok = max(ours_tps), max(plain_tps)  # the least disturbed round of each
@@ -153,7 +159,8 @@ else:
 print(f"device {device_type}, dtype {dtype}, threads {args.threads}; config {config}")
 if device_type == "cpu":
     print(f"glibc malloc: {'keeps freed memory (keep_freed_memory)' if malloc_kept else 'defaults'}")
-print(f"B={args.batch_size} T={args.seq_len}; {args.rounds} rounds x {args.steps} steps each; the best round of each model")
+print(f"B={args.batch_size} T={args.seq_len}, {args.grad_accum} forward+backward per optimizer step; "
+      f"{args.rounds} rounds x {args.steps} steps each; the best round of each model")
 print(f"ours : {ours_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in ours_tps)})")
 print(f"plain: {plain_tok:12,.0f} tok/s   (rounds: {', '.join(f'{t:,.0f}' for t in plain_tps)})")
 print(f"ours / plain = {ours_tok / plain_tok:.2f}x   (goal >= 1.0x; full steps: Muon's Newton-Schulz included)")
