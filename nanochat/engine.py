@@ -322,8 +322,10 @@ class Engine:
         rows = [self._initial_state(tokens) for _ in range(num_samples)]
         active = list(range(num_samples))  # sample index of each row of the cache / logits, in order
 
-        # 3) decode: one token per active row per step; several rows on CPU read packed weights (gpt.py)
-        with packed_weights(model, rows=num_samples):
+        # 3) decode: one token per active row per step. On CPU, 4+ rows read weights packed for this generation
+        # (gpt.packed_weights); packing costs what ~10 batch-16 steps save, so not for a handful of tokens
+        long_enough = max_tokens is None or max_tokens >= 32
+        with packed_weights(model, rows=num_samples if long_enough else 1):
             while True:
                 sampled = sample_next_token(logits, generator, temperature, top_k, top_p).tolist()  # (A,)
                 token_column, forced_column = [None] * num_samples, [None] * num_samples

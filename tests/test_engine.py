@@ -180,8 +180,8 @@ def naive_greedy(model, prompt, max_tokens, stops):
 def test_greedy_with_cache_equals_naive(tok, gpt, text, num_samples):
     prompt = tok.encode(text, prepend="<|bos|>")
     stops = {sid(tok, "<|assistant_end|>"), sid(tok, "<|bos|>")}
-    ref = naive_greedy(gpt, prompt, 24, stops)
-    results, masks = Engine(gpt, tok).generate_batch(prompt, num_samples=num_samples, max_tokens=24, temperature=0.0,
+    ref = naive_greedy(gpt, prompt, 32, stops)  # 5 rows x 32 tokens: the engine's packed-weight path on CPU
+    results, masks = Engine(gpt, tok).generate_batch(prompt, num_samples=num_samples, max_tokens=32, temperature=0.0,
                                                      use_tools=False, include_stop=True)
     for row, mask in zip(results, masks):
         assert row[:len(prompt)] == prompt and row[len(prompt):] == ref
@@ -199,9 +199,10 @@ def test_batched_decode_uses_packed_weights_and_drops_them(tok, gpt, monkeypatch
     real = cpu_linear.packed_linear
     monkeypatch.setattr(cpu_linear, "packed_linear", lambda *a: calls.append(1) or real(*a))
     prompt = tok.encode("12*3 =", prepend="<|bos|>")
-    Engine(gpt, tok).generate_batch(prompt, num_samples=3, max_tokens=4, temperature=0.0)  # 3 rows: not packed
+    Engine(gpt, tok).generate_batch(prompt, num_samples=3, max_tokens=40, temperature=0.0)  # 3 rows: not packed
+    Engine(gpt, tok).generate_batch(prompt, num_samples=8, max_tokens=4, temperature=0.0)  # 4 tokens: not worth it
     assert not calls
-    gen = Engine(gpt, tok).generate(prompt, num_samples=4, max_tokens=24, temperature=0.0, use_tools=False)
+    gen = Engine(gpt, tok).generate(prompt, num_samples=4, max_tokens=32, temperature=0.0, use_tools=False)
     next(gen), next(gen)
     linears = [m for m in gpt.modules() if isinstance(m, Linear)]
     assert calls and all(m.packed is not None for m in linears)
