@@ -134,9 +134,9 @@ def test_packed_weights_context(monkeypatch):
         with packed_weights(model):
             assert all(m.packed is not None for m in (model[0], model[2]))
             with packed_weights(model):  # nested: shares the copies, the inner exit keeps them
-                pass
+                assert model[0].packed_users == 2
             with packed_weights(model, rows=2):  # too few rows to pay off: packs nothing, drops nothing
-                pass
+                assert model[0].packed_users == 1
             assert model[0].packed is not None
             torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
             model[0].weight.mul_(2)  # changed in place: the stale copy must not be used
