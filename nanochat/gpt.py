@@ -71,6 +71,16 @@ class GPTConfig:
 # building blocks
 
 
+def cpu_kernels(t):
+    """
+    Whether the model takes its hand-written CPU paths for tensor t (true on CPU): the RMSNorm and loss-head
+    Functions, oneDNN/packed products, complex rotary, matrix-vector decode attention. Elsewhere it runs plain
+    torch ops, which torch.compile fuses on GPUs. One predicate, so that tests can run the GPU code path on CPU
+    (tests/test_gpt.py compiles it with fullgraph=True: a graph break there would first show on a GPU).
+    """
+    return t.device.type == "cpu"
+
+
 def rms_inverse(x):
     """1 / rms(x) over the last dim, (..., 1); rms = sqrt(mean(x^2) + eps), eps the dtype's epsilon as in F.rms_norm."""
     mean_square = torch.linalg.vecdot(x, x).div_(x.size(-1)).add_(torch.finfo(x.dtype).eps)  # (...,): one pass
@@ -104,7 +114,7 @@ def norm(x):
     Parameter-free RMSNorm over the last dimension (arXiv 1910.07467): F.rms_norm, with the hand-written
     backward above on CPU (on GPUs torch.compile fuses F.rms_norm and its backward into a kernel each).
     """
-    if x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad:
+    if cpu_kernels(x) and torch.is_grad_enabled() and x.requires_grad:
         return RMSNorm.apply(x)
     return F.rms_norm(x, (x.size(-1),))
 
@@ -120,7 +130,7 @@ class Linear(nn.Linear):
     def forward(self, x):
         w = self.weight
         w = w if w.dtype == x.dtype else w.to(x.dtype)  # (checked here: even a no-op .to costs a dispatch)
-        if x.device.type == "cpu":
+        if cpu_kernels(x):
             # the packed copy only while the weight is unchanged since packing (its version counter says so)
             packed = self.packed[1] if self.packed is not None and self.packed[0] == self.weight._version else None
             return cpu_linear.linear(x, w, packed)  # the fastest CPU kernel for the shape: see cpu_linear
@@ -163,7 +173,7 @@ def rotary_factors(cos, sin):
     backward fills zeros). Elsewhere: the (cos, sin) pair, because there is no complex bf16 and torch.compile
     fuses the real form into one kernel on GPUs anyway.
     """
-    if cos.device.type == "cpu" and cos.dtype in (torch.float32, torch.float64):
+    if cpu_kernels(cos) and cos.dtype in (torch.float32, torch.float64):
         return torch.complex(cos, -sin)
     return cos, sin
 
@@ -237,7 +247,7 @@ class CausalSelfAttention(nn.Module):
         gqa = self.n_kv_head != self.n_head
         if Tq == Tk:  # training, or a prefill into an empty cache: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif Tq == 1 and q.device.type == "cpu":  # one new token attends to everything in the cache
+        elif Tq == 1 and cpu_kernels(q):  # one new token attends to everything in the cache
             y = decode_attention(q, k, v)
         elif Tq == 1:  # on GPUs the fused kernel, which also keeps the scores in fp32 under bf16
             y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
@@ -389,7 +399,7 @@ class GPT(nn.Module):
         x = norm(x) / self.config.softcap
         # CPU: head, softcap and loss in one chunked pass that never holds (B, T, V) (nanochat/head_loss.py);
         # per-token losses only without gradients (with them, the full (B, T, V) gradient would have to be kept)
-        chunked = x.device.type == "cpu" and (loss_reduction != "none" or not torch.is_grad_enabled())
+        chunked = cpu_kernels(x) and (loss_reduction != "none" or not torch.is_grad_enabled())
         if targets is not None and chunked:
             loss = softcapped_cross_entropy(x.view(B * T, -1), self.lm_head.weight.to(x.dtype), targets.reshape(-1),
                                             self.config.softcap, loss_reduction)
