@@ -24,7 +24,6 @@ The model is built on the meta device (no memory, no wasted init) and then mater
 
 This file knows nothing about distributed training, data or the command line.
 """
-import math
 import contextlib
 from dataclasses import dataclass, asdict
 
@@ -214,7 +213,7 @@ def decode_attention(q, k, v):
     as enable_gqa does).
     """
     B, H, _, D = q.shape
-    Hkv, T = k.size(1), k.size(2)
+    Hkv = k.size(1)
     qg = q.view(B, Hkv, H // Hkv, D)  # (B, Hkv, G, D)
     scores = torch.matmul(k, qg.mT).mul_(D**-0.5)  # (B, Hkv, T, G)
     acc = torch.float32 if scores.dtype in (torch.bfloat16, torch.float16) else scores.dtype  # fp32 at least

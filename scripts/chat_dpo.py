@@ -27,7 +27,6 @@ the final numbers in <base_dir>/runs/<run>/result.json, the "Chat DPO" report se
 experiment (DPO vs DPO-norm vs SFT-on-chosen) and its numbers.
 """
 import os
-import copy
 import json
 import math
 import time

@@ -29,7 +29,6 @@ Outputs: checkpoints in <base_dir>/checkpoints/rl/<tag>/, metrics (step, reward,
 starting model and of the trained one on the same problems (paired difference and standard error), and
 sampled pass@k. The recipe search behind the CPU defaults is in docs/rl_recipe.md.
 """
-import os
 import copy
 import time
 import argparse

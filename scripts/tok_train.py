@@ -7,7 +7,6 @@ Train the BPE tokenizer on the pretraining corpus and save it to <base_dir>/toke
 
 CPU only (the Rust trainer uses every core through rayon); no GPU or torchrun needed.
 """
-import os
 import glob
 import time
 import argparse

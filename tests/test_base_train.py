@@ -6,7 +6,6 @@ bit-identical resume, the non-finite-loss stop, clear errors, and a 2-process gl
 """
 import os
 import json
-import shutil
 import subprocess
 import sys
 

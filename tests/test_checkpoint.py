@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from nanochat.checkpoint import (COMPLETED, clean, git_sha, complete_steps, find_latest_step, get_rng_state,
-                                 load_checkpoint, model_from_checkpoint, save_checkpoint, set_rng_state,
-                                 step_name)
+                                 load_checkpoint, model_from_checkpoint, save_checkpoint, set_rng_state)
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 

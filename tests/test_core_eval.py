@@ -7,12 +7,10 @@ batched scoring checked against a naive per-option computation with a real (rand
 """
 import json
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from nanochat import core_eval
 from nanochat.core_eval import (common_prefix_len, common_suffix_len, evaluate_core, evaluate_item,
                                 render_prompts, token_spans)
 from nanochat.gpt import GPTConfig, build_model
@@ -45,7 +43,6 @@ class Oracle(torch.nn.Module):
         B, T = idx.shape
         logits = torch.zeros(B, T, 257)
         for b in range(B):
-            text = bytes(t for t in idx[b].tolist() if t != BOS).decode(errors="replace")
             ids = idx[b].tolist()
             for t in range(T):
                 seg = bytes(x for x in ids[:t + 1] if x != BOS).decode(errors="replace").split("\n\n")[-1]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import (GPT, GPTConfig, Linear, ReLUSquared, RMSNorm, build_model, apply_rotary, decode_attention, norm,
+from nanochat.gpt import (GPTConfig, ReLUSquared, RMSNorm, build_model, apply_rotary, decode_attention, norm,
                           rotary_factors, rotary_tables)
 from nanochat.head_loss import tanh_via_sigmoid
 

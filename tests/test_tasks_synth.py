@@ -235,7 +235,7 @@ def test_synthif_splits_disjoint():
     for kind, phrases in synthif.PHRASES.items():
         assert not set(phrases["train"]) & set(phrases["test"]), kind
     for kind, ranges in synthif.NUMERIC_RANGES.items():
-        (a, b), (c, d) = ranges["train"], ranges["test"]
+        (_, b), (c, _) = ranges["train"], ranges["test"]
         assert b < c, kind
     args = lambda split, kind: {c["arg"] for conv in SynthIF(split)[:N] for c in conv["constraints"] if c["kind"] == kind}
     assert max(args("train", "bullets")) < min(args("test", "bullets"))
