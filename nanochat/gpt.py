@@ -211,6 +211,9 @@ def decode_attention(q, k, v):
     and a 4-layer microbenchmark: 1.66 -> 0.98 ms). GQA needs no copy of the cache: the G = H / H_kv query
     heads that share a key/value head become the G columns of one product (query head h uses kv head h // G,
     as enable_gqa does).
+    With one query head per kv head (G = 1), the second product is a weighted sum of V's rows, and torch's
+    batched (1, T) @ (T, D) streams V poorly once the cache outgrows the CPU caches; linalg.vecdot over the T
+    dim reads it once: 4 layers at batch 16, 320 positions: 1.28 -> 0.79 ms, level at small sizes.
     """
     B, H, _, D = q.shape
     Hkv = k.size(1)
@@ -218,7 +221,11 @@ def decode_attention(q, k, v):
     scores = torch.matmul(k, qg.mT).mul_(D**-0.5)  # (B, Hkv, T, G)
     acc = torch.float32 if scores.dtype in (torch.bfloat16, torch.float16) else scores.dtype  # fp32 at least
     probs = torch.softmax(scores, dim=-2, dtype=acc)  # over the T keys
-    y = torch.matmul((probs if probs.dtype == v.dtype else probs.to(v.dtype)).mT, v)  # (B, Hkv, G, D)
+    probs = probs if probs.dtype == v.dtype else probs.to(v.dtype)
+    if H == Hkv:  # sum over t of probs[t] * v[t]: (B, Hkv, T, 1) with (B, Hkv, T, D) -> (B, Hkv, D)
+        y = torch.linalg.vecdot(probs, v, dim=-2)
+    else:
+        y = torch.matmul(probs.mT, v)  # (B, Hkv, G, D)
     return y.view(B, H, 1, D)
 
 

@@ -146,6 +146,10 @@ def test_decode_attention_matches_sdpa(H, Hkv):
     kk, vv = buf[0, :, :, :T], buf[1, :, :, :T]
     ref = F.scaled_dot_product_attention(q, kk, vv, enable_gqa=H != Hkv)
     torch.testing.assert_close(decode_attention(q, kk, vv), ref, atol=1e-12, rtol=1e-12)
+    # bf16 in, bf16 out (scores and softmax in fp32), within bf16 rounding of the exact answer
+    out = decode_attention(q.bfloat16(), kk.bfloat16(), vv.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)
 
 
 def test_loss_matches_cross_entropy_and_ignore_index():
