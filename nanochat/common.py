@@ -10,6 +10,7 @@ import sys
 import ctypes
 import logging
 import random
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,20 @@ def autodetect_device_type():
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def resolve_device_type(device_type="", flag="--device-type"):
+    """The device type a script asked for ("" = autodetect), checked once here: a clear message for a name torch
+    does not know or a device this machine lacks, instead of a traceback from deep inside torch."""
+    device_type = device_type or autodetect_device_type()
+    if device_type not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"{flag} {device_type!r} is not supported: use cpu, cuda or mps (or leave it out to autodetect)")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"{flag} cuda was asked for but no CUDA device is visible; use {flag} cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if device_type == "mps" and not (mps is not None and mps.is_available()):
+        raise SystemExit(f"{flag} mps was asked for but this machine has no usable MPS device; use {flag} cpu")
+    return device_type
 
 
 def compute_dtype(device_type):
@@ -126,9 +141,7 @@ def compute_init(device_type="", seed=42):
     Pick the device (autodetect when ""), seed every RNG, and join the process group when launched by
     torchrun (NCCL on CUDA, gloo on CPU). Returns a ComputeInfo.
     """
-    device_type = device_type or autodetect_device_type()
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device-type cuda was asked for but no CUDA device is visible; use --device-type cpu")
+    device_type = resolve_device_type(device_type)
     ddp, rank, local_rank, world_size = get_dist_info()
     seed_everything(seed)  # same seed on every rank: identical initial weights without a broadcast
     if device_type == "cuda":
@@ -209,3 +222,19 @@ def require_positive(parser, args, flags):
     for flag in flags:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+
+
+def run_stage(cmd):
+    """
+    Run one stage of an experiment as a subprocess: `cmd` is an argument list, or a shell string (for flags the
+    user passed as one string). If it fails, this script stops with the stage's exit code and one line naming
+    the stage; the stage's own output, just above, says why. (subprocess.run(check=True) would add a traceback
+    from here that explains nothing.)
+    """
+    shell = isinstance(cmd, str)
+    line = cmd if shell else " ".join(cmd)
+    print0(f"$ {line}")
+    code = subprocess.run(cmd, shell=shell).returncode
+    if code != 0:
+        print(f"error: this stage failed (exit code {code}): {line}", file=sys.stderr, flush=True)
+        sys.exit(code)

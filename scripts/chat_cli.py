@@ -108,9 +108,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from nanochat.checkpoint import load_model
-    from nanochat.common import autodetect_device_type
+    from nanochat.common import resolve_device_type
     from nanochat.engine import Engine
-    device = args.device or autodetect_device_type()
+    device = resolve_device_type(args.device, flag="--device")
     try:
         model, tokenizer, meta = load_model(args.source, device, args.tag, args.step)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

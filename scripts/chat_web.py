@@ -521,13 +521,11 @@ def parse_args(argv=None):
 def load_engines(args):
     """One Engine per worker: a model replica per GPU on cuda, one shared model elsewhere."""
     from nanochat.checkpoint import load_model
-    from nanochat.common import autodetect_device_type, keep_freed_memory
+    from nanochat.common import keep_freed_memory, resolve_device_type
     from nanochat.engine import Engine
-    device_type = args.device or autodetect_device_type()
+    device_type = resolve_device_type(args.device, flag="--device")
     if device_type == "cuda":
         n_gpu = torch.cuda.device_count()
-        if n_gpu == 0:
-            raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
         workers = args.workers or n_gpu
         if workers > n_gpu:
             raise SystemExit(f"--workers {workers} > {n_gpu} visible GPUs: one worker per GPU on cuda")

@@ -20,9 +20,8 @@ import sys
 import json
 import argparse
 import statistics
-import subprocess
 
-from nanochat.common import get_base_dir
+from nanochat.common import get_base_dir, run_stage
 
 METHODS = {
     "distill": ["--mode", "onpolicy"],
@@ -55,8 +54,7 @@ for seed in args.seeds:
         run = f"{args.name}_{method}_s{seed}"
         cmd = [sys.executable, "-m", "scripts.chat_distill", *common, *METHODS[method], "--seed", str(seed),
                "--run", run, "--output-tag", run]
-        print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        run_stage(cmd)
         with open(os.path.join(get_base_dir(), "runs", run, "result.json")) as f:
             results[method].append(json.load(f))
 

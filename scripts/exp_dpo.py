@@ -17,9 +17,8 @@ import sys
 import json
 import argparse
 import statistics
-import subprocess
 
-from nanochat.common import get_base_dir
+from nanochat.common import get_base_dir, run_stage
 
 parser = argparse.ArgumentParser(description="DPO vs DPO-norm vs SFT-on-chosen over seeds (runs scripts.chat_dpo).")
 parser.add_argument("--source", type=str, default="sft", help="stage of the starting checkpoint")
@@ -38,8 +37,7 @@ common = ["--source", args.source] + (["--model-tag", args.model_tag] if args.mo
 
 def chat_dpo(*flags):
     cmd = [sys.executable, "-m", "scripts.chat_dpo", *common, *flags]
-    print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    run_stage(cmd)
 
 
 # -----------------------------------------------------------------------------

@@ -20,11 +20,10 @@ import sys
 import json
 import argparse
 import statistics
-import subprocess
 
 import torch
 
-from nanochat.common import get_base_dir, print0
+from nanochat.common import get_base_dir, print0, run_stage
 from nanochat.checkpoint import checkpoint_dir, find_latest_step, load_model
 from nanochat.task_eval import evaluate_task, paired_difference
 from nanochat.report import get_report
@@ -70,8 +69,7 @@ results = json.load(open(results_path)) if os.path.exists(results_path) else {}
 
 def run(module, flags, mix=None):
     cmd = f"{sys.executable} -m {module} {flags} {args.train_flags} --mix {mix or args.mix}"
-    print0(f"$ {cmd}")
-    subprocess.run(cmd, shell=True, check=True)
+    run_stage(cmd)
 
 
 def trained(stage, tag):

@@ -36,7 +36,10 @@ args = parser.parse_args()
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 info = compute_init(args.device_type)
-tokenizer = get_tokenizer()
+try:
+    tokenizer = get_tokenizer()
+except FileNotFoundError as e:
+    raise SystemExit(f"error: {e}")
 B, T = args.batch_size, args.seq_len
 
 # -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import statistics
 import torch
 
 from nanochat import cpu_linear
-from nanochat.common import autodetect_device_type, compute_dtype, keep_freed_memory
+from nanochat.common import compute_dtype, keep_freed_memory, resolve_device_type
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 from nanochat.plain_gpt import PlainGPT  # GPT-2 style: learned positions, LayerNorm, GELU
@@ -48,7 +48,7 @@ parser.add_argument("--default-malloc", action="store_true",
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
-device_type = args.device_type or autodetect_device_type()
+device_type = resolve_device_type(args.device_type)
 device = torch.device(device_type)
 dtype = compute_dtype(device_type)
 malloc_kept = device_type == "cpu" and not args.default_malloc and keep_freed_memory()  # as compute_init does

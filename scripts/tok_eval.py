@@ -65,7 +65,10 @@ def samples():
 # -----------------------------------------------------------------------------
 # measure
 
-ours = get_tokenizer(args.tokenizer_dir or None)
+try:
+    ours = get_tokenizer(args.tokenizer_dir or None)
+except FileNotFoundError as e:
+    raise SystemExit(f"error: {e}")
 encoders = {"ours": lambda s: ours.encode(s)}
 for name in ("gpt2", "cl100k_base"):
     try:
