@@ -142,6 +142,8 @@ def compute_init(device_type="", seed=42):
     torchrun (NCCL on CUDA, gloo on CPU). Returns a ComputeInfo.
     """
     device_type = resolve_device_type(device_type)
+    if not 0 <= seed < 2**32:  # numpy's limit; a traceback from seed_everything would not name the flag
+        raise SystemExit(f"--seed {seed} must lie in [0, 2**32)")
     ddp, rank, local_rank, world_size = get_dist_info()
     seed_everything(seed)  # same seed on every rank: identical initial weights without a broadcast
     if device_type == "cuda":
@@ -218,10 +220,18 @@ class MetricsLogger:
 
 
 def require_positive(parser, args, flags):
-    """parser.error (usage + one line, exit 2) for the first of `flags` (argparse dests) whose value is < 1."""
+    """parser.error (usage + one line, exit 2) for the first of `flags` (argparse dests) whose value is < 1.
+    None (a value a device preset fills in later) passes."""
     for flag in flags:
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+
+
+def require_nonnegative(parser, args, flags):
+    """The same for values that may be 0 but not negative (learning rates, temperatures, weight decay)."""
+    for flag in flags:
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
 
 
 def run_stage(cmd):

@@ -341,6 +341,16 @@ def add_train_args(parser, defaults):
     add("--no-compile", action="store_true", help="skip torch.compile on CUDA")
 
 
+def check_train_args(parser, args):
+    """Usage errors (exit 2) for impossible values of the flags add_train_args added; call right after parsing."""
+    from nanochat.common import require_nonnegative, require_positive
+    require_positive(parser, args, ["max_seq_len", "device_batch_size", "eval_batches", "eval_max_problems",
+                                    "eval_max_new_tokens", "keep_last"])
+    require_nonnegative(parser, args, ["embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay", "init_lr_frac"])
+    if args.num_iterations <= 0 and not args.num_epochs > 0:
+        parser.error("--num-epochs must be > 0 (or give --num-iterations)")
+
+
 def config_from_args(args, stage, packed, rows_per_step, model_tag, max_seq_len):
     return ChatTrainConfig(
         stage=stage, model_tag=model_tag, packed=packed, mask_loss=getattr(args, "mask_loss", False),

@@ -9,7 +9,7 @@ bpb counts the loss per UTF-8 byte (special tokens are 0 bytes), so it compares 
 """
 import argparse
 
-from nanochat.common import compute_init, compute_cleanup, print0
+from nanochat.common import compute_init, compute_cleanup, print0, require_positive
 from nanochat.checkpoint import load_model_or_exit
 from nanochat.dataloader import DataLoader
 from nanochat.loss_eval import evaluate_bpb
@@ -24,6 +24,7 @@ parser.add_argument("--eval-tokens", type=int, default=65536, help="tokens per s
 parser.add_argument("--max-tokens", type=int, default=24, help="tokens per sample")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
+require_positive(parser, args, ["device_batch_size", "eval_tokens", "max_tokens"])
 
 ci = compute_init(args.device_type)
 model, tokenizer, meta = load_model_or_exit("base", ci.device, tag=args.model_tag, step=args.step)

@@ -36,14 +36,16 @@ import statistics
 
 import torch
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, seed_everything
+from nanochat.common import (compute_init, compute_cleanup, get_base_dir, print0, require_nonnegative, require_positive,
+                             seed_everything)
 from nanochat.engine import Engine
 from nanochat.report import get_report
-from nanochat.sft import add_train_args, config_from_args, load_input_model, train_chat_or_exit
+from nanochat.sft import add_train_args, check_train_args, config_from_args, load_input_model, train_chat_or_exit
 from nanochat.task_eval import evaluate_task, paired_difference
 from tasks.critique import (CORRUPTIONS, ConversationList, completion_to_solution, corrupt, critique,
                             critique_conversation, critique_prompt, parse_conclusion)
 from tasks.gsm8k import gsm8k_conversation
+from tasks import synthmath
 from tasks.synthmath import SynthMath
 
 ARMS = ("cft", "sft-gold", "sft-noisy", "sft-verified")
@@ -75,6 +77,12 @@ parser.add_argument("--eval-problems", type=int, default=200, help="held-out pro
 parser.add_argument("--judge-pairs", type=int, default=200, help="held-out (question, candidate) pairs for the judge eval")
 parser.add_argument("--summarize", action="store_true", help="no training: print the summary of the runs saved under <base_dir>/cft/runs for --seeds")
 args = parser.parse_args()
+check_train_args(parser, args)
+require_positive(parser, args, ["num_questions", "samples_per_question", "max_new_tokens", "critique_tokens",
+                                "examples_per_step", "eval_problems", "judge_pairs"])
+require_nonnegative(parser, args, ["temperature", "corruptions_per_question", "token_budget"])
+if (error := synthmath.args_error(args.min_steps, args.max_steps)):
+    parser.error(error)
 args.schedule = "linear"
 if args.critic != "rule" and args.critic.count(":") > 1:
     raise SystemExit(f"error: --critic {args.critic!r}: use 'rule' or 'stage[:tag]', e.g. 'sft:d4'")

@@ -32,7 +32,7 @@ import argparse
 
 import torch
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_nonnegative, require_positive
 from nanochat.checkpoint import checkpoint_dir, load_model, model_from_checkpoint, save_checkpoint
 from nanochat.engine import Engine
 from nanochat.policy import (collate, token_logprobs, compute_advantages, loss_weights, pg_token_loss,
@@ -40,6 +40,7 @@ from nanochat.policy import (collate, token_logprobs, compute_advantages, loss_w
                              set_lr_multiplier)
 from nanochat.rollout import prompt_tasks, sample_group, step_prompts
 from nanochat.task_eval import evaluate_task, paired_difference
+from tasks import synthmath
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -82,7 +83,11 @@ parser.add_argument("--run", type=str, default=None, help="run name of the metri
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--seed", type=int, default=42, help="seed of the RNGs and of the rollouts")
 args = parser.parse_args()
-require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size"))
+require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size",
+                                "eval_problems"))
+require_nonnegative(parser, args, ("temperature", "top_k", "teacher_coef", "reward_coef", "clip_eps"))
+if (error := synthmath.args_error(args.min_steps, args.max_steps)):
+    parser.error(error)
 if args.mode == "onpolicy" and args.teacher_coef == 0 and args.reward_coef == 0:
     parser.error("--teacher-coef 0 and --reward-coef 0 leave no learning signal")
 if args.teacher_tokenizer and not args.teacher_dir:

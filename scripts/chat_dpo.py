@@ -35,7 +35,7 @@ import argparse
 
 import torch
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_nonnegative, require_positive
 from nanochat.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from nanochat.engine import Engine
 from nanochat.policy import (dpo_loss, sequence_logprob_stats, token_logprobs, tokenizer_mismatch, add_optimizer_args,
@@ -44,6 +44,7 @@ from nanochat.preference import (VerifierJudge, CheckpointJudge, build_pairs, sa
                                  response_tokens, judge_eval)
 from nanochat.rollout import prompt_tasks
 from nanochat.task_eval import paired_difference
+from tasks import synthmath
 
 LOSSES = {"dpo": 0.1, "dpo-norm": 5.0, "sft": None}  # loss -> its default beta
 
@@ -86,7 +87,11 @@ parser.add_argument("--run", type=str, default=None, help="run name of the metri
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--seed", type=int, default=42, help="seed of the pair sampling, the pair order and the RNGs")
 args = parser.parse_args()
-require_positive(parser, args, ("num_prompts", "num_responses", "max_new_tokens", "pairs_per_step", "device_batch_size"))
+require_positive(parser, args, ("num_prompts", "num_responses", "max_new_tokens", "pairs_per_step", "device_batch_size",
+                                "max_seq_len", "eval_problems"))
+require_nonnegative(parser, args, ("temperature", "top_k", "beta"))
+if (error := synthmath.args_error(args.min_steps, args.max_steps)):
+    parser.error(error)
 if args.num_responses < 2 and args.pairs_file is None:
     parser.error("--num-responses must be >= 2: a pair needs two responses to compare")
 beta = args.beta if args.beta is not None else LOSSES[args.loss]

@@ -18,7 +18,8 @@ import os
 import json
 import argparse
 
-from nanochat.common import compute_init, compute_cleanup, print0, get_base_dir, is_master
+from nanochat.common import (compute_init, compute_cleanup, print0, get_base_dir, is_master, require_nonnegative,
+                             require_positive)
 from nanochat.checkpoint import load_model
 from nanochat.task_eval import CHATCORE_TASKS, EVAL_TASKS, evaluate_tasks, get_eval_task
 from nanochat.report import get_report, summary_column
@@ -39,6 +40,8 @@ parser.add_argument("--out", type=str, default=None, help="JSON output path (def
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 parser.add_argument("--seed", type=int, default=42, help="sampling seed (problem i uses seed + i)")
 args = parser.parse_args()
+require_positive(parser, args, ["num_samples", "batch_size", "max_new_tokens"])
+require_nonnegative(parser, args, ["temperature", "top_k"])
 
 # -----------------------------------------------------------------------------
 # checks, model, tasks

@@ -37,13 +37,13 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0
+from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_nonnegative, require_positive
 from nanochat.chat_data import build_mixture, load_stage_data
 from nanochat.chat_stream import TurnDecoder
 from nanochat.checkpoint import load_model
 from nanochat.engine import Engine
 from nanochat.rft import check_path, distinct_equation_lists, equation_key, pool_paths, select_paths
-from nanochat.sft import add_train_args, config_from_args, load_input_model, train_chat
+from nanochat.sft import add_train_args, check_train_args, config_from_args, load_input_model, train_chat
 from nanochat.report import get_report
 from tasks.common import TaskMixture, choose_source
 from tasks.critique import ConversationList
@@ -66,6 +66,9 @@ parser.add_argument("--use-tools", action="store_true", help="keep the calculato
 parser.add_argument("--sample-only", action="store_true", help="stop after writing the kept paths (no retraining)")
 parser.add_argument("--no-sft-data", action="store_true", help="retrain on the kept paths only (the paper trains on SFT data + kept paths)")
 args = parser.parse_args()
+check_train_args(parser, args)
+require_positive(parser, args, ["examples_per_step", "num_samples", "max_new_tokens"])
+require_nonnegative(parser, args, ["temperature", "top_k"])
 args.schedule = "linear"
 
 ci = compute_init(args.device_type, seed=args.seed)

@@ -36,7 +36,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_positive
+from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_nonnegative, require_positive
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, load_model, save_checkpoint,
                                  get_rng_state, set_rng_state)
 from nanochat.decontam import decontaminate_task
@@ -46,6 +46,7 @@ from nanochat.policy import (ADVANTAGES, collate, token_logprobs, compute_advant
                              set_lr_multiplier)
 from nanochat.rollout import prompt_tasks, sample_group, step_prompts
 from nanochat.task_eval import evaluate_task, paired_difference
+from tasks import synthmath
 from tasks.verify import extract_answer
 
 # -----------------------------------------------------------------------------
@@ -104,6 +105,9 @@ args = parser.parse_args()
 if args.advantage == "drgrpo" and args.loss_norm is not None:
     parser.error("--advantage drgrpo fixes the normalization (sum over tokens / a constant); drop --loss-norm")
 loss_norm = "constant" if args.advantage == "drgrpo" else (args.loss_norm or "token")
+require_nonnegative(parser, args, ("temperature", "top_k", "kl_beta", "clip_eps"))
+if (error := synthmath.args_error(args.min_steps, args.max_steps, args.max_number)):
+    parser.error(error)
 require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "ppo_epochs",
                                 "device_batch_size"))
 if args.pass_k == 1:

@@ -21,9 +21,9 @@ report section "Chat SFT".
 """
 import argparse
 
-from nanochat.common import compute_init, compute_cleanup, print0
-from nanochat.sft import (add_train_args, apply_device_preset, config_from_args, load_input_model, load_train_val,
-                          train_chat_or_exit)
+from nanochat.common import compute_init, compute_cleanup, print0, require_positive
+from nanochat.sft import (add_train_args, apply_device_preset, check_train_args, config_from_args, load_input_model,
+                          load_train_val, train_chat_or_exit)
 from nanochat.report import get_report
 
 # -----------------------------------------------------------------------------
@@ -34,6 +34,8 @@ add_train_args(parser, dict(source="mid", device_batch_size=None, init_lr_frac=N
                             eval_batches=None, eval_tasks=None, eval_max_problems=None))
 parser.add_argument("--examples-per-step", type=int, default=None, help="conversations per optimizer step over all processes (default: 32 GPU, 16 CPU)")
 args = parser.parse_args()
+check_train_args(parser, args)
+require_positive(parser, args, ["examples_per_step"])
 args.schedule = "linear"  # decay to zero over the epoch
 
 ci = compute_init(args.device_type, seed=args.seed)

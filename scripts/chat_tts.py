@@ -31,7 +31,8 @@ import time
 import argparse
 import statistics
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_positive
+from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_nonnegative, require_positive
+from tasks import synthmath
 from nanochat.engine import Engine
 from nanochat.report import get_report, svg_line_plot
 from nanochat.tts import majority_at, performance, run_problems, scaling, sweep_point
@@ -76,6 +77,9 @@ parser.add_argument("--seed", type=int, default=0, help="sampling seed of the fi
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
 require_positive(parser, args, ["num_problems", "max_new_tokens"])
+require_nonnegative(parser, args, ["temperature", "top_k", "max_waits"])
+if (error := synthmath.args_error(args.min_steps, args.max_steps, args.max_number)):
+    parser.error(error)
 if args.num_samples < 0:
     parser.error("--num-samples must be >= 0 (0 skips the majority vote)")
 try:

@@ -21,9 +21,9 @@ report section "Midtraining".
 """
 import argparse
 
-from nanochat.common import compute_init, compute_cleanup, print0
-from nanochat.sft import (add_train_args, apply_device_preset, config_from_args, load_input_model, load_train_val,
-                          train_chat_or_exit)
+from nanochat.common import compute_init, compute_cleanup, print0, require_positive
+from nanochat.sft import (add_train_args, apply_device_preset, check_train_args, config_from_args, load_input_model,
+                          load_train_val, train_chat_or_exit)
 from nanochat.report import get_report
 
 # -----------------------------------------------------------------------------
@@ -36,6 +36,10 @@ parser.add_argument("--total-batch-size", type=int, default=None, help="tokens p
 parser.add_argument("--warmdown-ratio", type=float, default=0.2, help="fraction of the run at the end with the lr decaying linearly to 0")
 parser.add_argument("--mask-loss", action="store_true", help="learn only the assistant's tokens (mask == 1) instead of every token")
 args = parser.parse_args()
+check_train_args(parser, args)
+require_positive(parser, args, ["total_batch_size"])
+if not 0 <= args.warmdown_ratio <= 1:
+    parser.error("--warmdown-ratio must lie in [0, 1]")
 args.schedule = "warmdown"
 
 ci = compute_init(args.device_type, seed=args.seed)

@@ -32,7 +32,9 @@ import random
 import argparse
 import statistics
 
-from nanochat.common import compute_init, compute_cleanup, get_base_dir, print0, require_positive, seed_everything
+from nanochat.common import (compute_init, compute_cleanup, get_base_dir, print0, require_nonnegative, require_positive,
+                             seed_everything)
+from tasks import synthmath
 from nanochat.tts import s1_select, trace_problem
 
 # -----------------------------------------------------------------------------
@@ -59,7 +61,13 @@ parser.add_argument("--eval-seed", type=int, default=1000, help="--compare: seed
 parser.add_argument("--max-new-tokens", type=int, default=192, help="longest generated completion")
 parser.add_argument("--device-type", type=str, default="", help="cuda|cpu|mps (default: autodetect)")
 args = parser.parse_args()
-require_positive(parser, args, ["pool", "size", "eval_problems", "examples_per_step", "device_batch_size"])
+require_positive(parser, args, ["pool", "size", "eval_problems", "examples_per_step", "device_batch_size",
+                                "max_seq_len", "max_new_tokens"])
+require_nonnegative(parser, args, ["init_lr_frac"])
+if not args.num_epochs > 0:
+    parser.error("--num-epochs must be > 0")
+if (error := synthmath.args_error(max_number=args.max_number)):
+    parser.error(error)
 if not 0 < args.size <= args.pool:
     raise SystemExit(f"error: --size {args.size} must be between 1 and --pool {args.pool}")
 try:

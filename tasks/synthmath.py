@@ -245,6 +245,16 @@ class SplitRandom(random.Random):
         self.split = split
 
 
+def args_error(min_steps=1, max_steps=4, max_number=50):
+    """What is wrong with these SynthMath settings, or None. Scripts ask it right after parsing --min-steps,
+    --max-steps (and --max-number), so a bad value is a usage error, not a traceback from deep in a run."""
+    if not 1 <= min_steps <= max_steps <= 4:
+        return f"steps {min_steps}..{max_steps}: need 1 <= min_steps <= max_steps <= 4"
+    if max_number < 5:
+        return f"max_number={max_number}: use at least 5 so that problems can be built"
+    return None
+
+
 class SynthMath(Task):
     eval_type = "generative"
     name = "SynthMath"
@@ -254,10 +264,9 @@ class SynthMath(Task):
         super().__init__(**kwargs)
         if split not in SPLITS:
             raise ValueError(f"SynthMath split {split!r}: expected 'train' or 'test'")
-        if not 1 <= min_steps <= max_steps <= 4:
-            raise ValueError(f"steps {min_steps}..{max_steps}: need 1 <= min_steps <= max_steps <= 4")
-        if max_number < 5:
-            raise ValueError(f"max_number={max_number}: use at least 5 so that problems can be built")
+        error = args_error(min_steps, max_steps, max_number)
+        if error:
+            raise ValueError(error)
         self.families = list(families or FAMILIES)
         unknown = set(self.families) - set(FAMILIES)
         if unknown:

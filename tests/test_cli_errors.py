@@ -24,6 +24,14 @@ CASES = [
     (["base_train", *SYNTH, "--max-seq-len", "0"], 2, "--max-seq-len must be >= 1"),
     (["base_train", *SYNTH, "--warmdown-ratio", "1.5"], 2, "--warmdown-ratio must lie in [0, 1]"),
     (["base_train", *SYNTH, "--matrix-lr", "-1"], 2, "learning rates and --weight-decay must be >= 0"),
+    (["base_train", *SYNTH, "--seed", "-5"], 1, "--seed -5 must lie in [0, 2**32)"),
+    # the chat stages check their flags before loading anything
+    (["chat_sft", "--device-batch-size", "0"], 2, "--device-batch-size must be >= 1"),
+    (["mid_train", "--warmdown-ratio", "2"], 2, "--warmdown-ratio must lie in [0, 1]"),
+    (["chat_rl", "--min-steps", "3", "--max-steps", "2"], 2, "need 1 <= min_steps <= max_steps <= 4"),
+    (["chat_cft", "--eval-problems", "0"], 2, "--eval-problems must be >= 1"),
+    (["chat_eval", "-i", "sft", "--temperature", "-1"], 2, "--temperature must be >= 0"),
+    (["s1_curate", "--max-number", "2"], 2, "max_number=2: use at least 5"),
     (["tok_eval"], 1, "no tokenizer at"),
     (["loader_bench"], 1, "no tokenizer at"),
     # an experiment driver whose first stage fails (no SFT checkpoint): the stage's exit code and one line
