@@ -85,7 +85,7 @@ parser.add_argument("--seed", type=int, default=42, help="seed of the RNGs and o
 args = parser.parse_args()
 require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size",
                                 "eval_problems"))
-require_nonnegative(parser, args, ("temperature", "top_k", "teacher_coef", "reward_coef", "clip_eps"))
+require_nonnegative(parser, args, ("temperature", "top_k", "teacher_coef", "reward_coef", "clip_eps", "init_lr_frac", "lr"))
 if (error := synthmath.args_error(args.min_steps, args.max_steps)):
     parser.error(error)
 if args.mode == "onpolicy" and args.teacher_coef == 0 and args.reward_coef == 0:

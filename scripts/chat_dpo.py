@@ -89,7 +89,9 @@ parser.add_argument("--seed", type=int, default=42, help="seed of the pair sampl
 args = parser.parse_args()
 require_positive(parser, args, ("num_prompts", "num_responses", "max_new_tokens", "pairs_per_step", "device_batch_size",
                                 "max_seq_len", "eval_problems"))
-require_nonnegative(parser, args, ("temperature", "top_k", "beta"))
+require_nonnegative(parser, args, ("temperature", "top_k", "beta", "init_lr_frac", "lr"))
+if args.num_steps < 0 and not args.num_epochs > 0:
+    parser.error("--num-epochs must be > 0 (or give --num-steps)")
 if (error := synthmath.args_error(args.min_steps, args.max_steps)):
     parser.error(error)
 if args.num_responses < 2 and args.pairs_file is None:

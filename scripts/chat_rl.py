@@ -105,7 +105,7 @@ args = parser.parse_args()
 if args.advantage == "drgrpo" and args.loss_norm is not None:
     parser.error("--advantage drgrpo fixes the normalization (sum over tokens / a constant); drop --loss-norm")
 loss_norm = "constant" if args.advantage == "drgrpo" else (args.loss_norm or "token")
-require_nonnegative(parser, args, ("temperature", "top_k", "kl_beta", "clip_eps"))
+require_nonnegative(parser, args, ("temperature", "top_k", "kl_beta", "clip_eps", "init_lr_frac", "lr"))
 if (error := synthmath.args_error(args.min_steps, args.max_steps, args.max_number)):
     parser.error(error)
 require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "ppo_epochs",
