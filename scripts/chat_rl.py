@@ -109,9 +109,11 @@ require_nonnegative(parser, args, ("temperature", "top_k", "kl_beta", "clip_eps"
 if (error := synthmath.args_error(args.min_steps, args.max_steps, args.max_number)):
     parser.error(error)
 require_positive(parser, args, ("num_steps", "prompts_per_step", "num_samples", "max_new_tokens", "ppo_epochs",
-                                "device_batch_size"))
-if args.pass_k == 1:
+                                "device_batch_size", "eval_problems", "eval_during_problems", "keep_last"))
+if args.pass_k < 0 or args.pass_k == 1:
     parser.error("--pass-k 1 is the greedy pass@1 that always runs; use k >= 2, or 0 to turn it off")
+if args.pass_k > 1:
+    require_positive(parser, args, ("pass_k_problems",))
 
 # -----------------------------------------------------------------------------
 # compute, the starting model, a frozen reference

@@ -7,12 +7,13 @@ Train the BPE tokenizer on the pretraining corpus and save it to <base_dir>/toke
 
 CPU only (the Rust trainer uses every core through rayon); no GPU or torchrun needed.
 """
+import os
 import glob
 import time
 import argparse
 
 from nanochat.report import get_report
-from nanochat.tokenizer import Tokenizer, get_tokenizer_dir, get_token_bytes
+from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer, get_tokenizer_dir, get_token_bytes
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -24,6 +25,13 @@ parser.add_argument("--doc-cap", type=int, default=10_000, help="crop each docum
 parser.add_argument("--text-files", type=str, default="", help="glob of text files to train on instead of the shards")
 parser.add_argument("--out-dir", type=str, default="", help="where to save (default: <base_dir>/tokenizer)")
 args = parser.parse_args()
+# checked before the (long) training, so that a bad flag never costs a trained tokenizer
+if args.vocab_size < 256 + len(SPECIAL_TOKENS):
+    parser.error(f"--vocab-size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+if args.max_chars < 1 or args.doc_cap < 1:
+    parser.error("--max-chars and --doc-cap must be >= 1")
+if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+    parser.error(f"--out-dir {args.out_dir!r} exists and is not a directory")
 
 # -----------------------------------------------------------------------------
 # the text stream: capped documents, capped total

@@ -32,6 +32,8 @@ CASES = [
     (["chat_cft", "--eval-problems", "0"], 2, "--eval-problems must be >= 1"),
     (["chat_eval", "-i", "sft", "--temperature", "-1"], 2, "--temperature must be >= 0"),
     (["s1_curate", "--max-number", "2"], 2, "max_number=2: use at least 5"),
+    (["tok_train", "--vocab-size", "100"], 2, "--vocab-size must be at least"),
+    (["chat_rl", "--pass-k", "-2"], 2, "--pass-k 1 is the greedy pass@1"),
     (["tok_eval"], 1, "no tokenizer at"),
     (["loader_bench"], 1, "no tokenizer at"),
     # an experiment driver whose first stage fails (no SFT checkpoint): the stage's exit code and one line
