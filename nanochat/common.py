@@ -1,5 +1,6 @@
 """
-Shared runtime helpers: compute init/cleanup, rank info, print0, the base directory and the dtype policy.
+Shared runtime helpers: compute init/cleanup, rank info, print0, the base directory, the dtype policy, and the
+small pieces every script needs (checks of flag values, running a stage as a subprocess).
 
 Every script calls `compute_init()` first and `compute_cleanup()` last, so it runs unchanged on
 1 CPU process, 1 GPU, or `torchrun --nproc_per_node=N` (PyTorch distributed reads RANK/WORLD_SIZE/
@@ -217,6 +218,10 @@ class MetricsLogger:
     def finish(self):
         if self.wandb is not None:
             self.wandb.finish()
+
+
+# -----------------------------------------------------------------------------
+# script helpers: checks of flag values, stages run as subprocesses
 
 
 def require_positive(parser, args, flags):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, asdict
 import torch
 import torch.distributed as dist
 
-from nanochat.common import print0, MetricsLogger, compute_cleanup
+from nanochat.common import print0, MetricsLogger, compute_cleanup, require_nonnegative, require_positive
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
                                  get_rng_state, restore_training_state)
 from nanochat.chat_data import PackedChatLoader, PaddedChatLoader
@@ -343,7 +343,6 @@ def add_train_args(parser, defaults):
 
 def check_train_args(parser, args):
     """Usage errors (exit 2) for impossible values of the flags add_train_args added; call right after parsing."""
-    from nanochat.common import require_nonnegative, require_positive
     require_positive(parser, args, ["max_seq_len", "device_batch_size", "eval_batches", "eval_max_problems",
                                     "eval_max_new_tokens", "keep_last"])
     require_nonnegative(parser, args, ["embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay", "init_lr_frac"])

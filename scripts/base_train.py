@@ -21,7 +21,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, require_positive, MetricsLogger
+from nanochat.common import compute_init, compute_cleanup, print0, require_nonnegative, require_positive, MetricsLogger
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
@@ -93,8 +93,7 @@ require_positive(parser, args, ["depth", "max_seq_len", "device_batch_size", "to
                                  "keep_last"])
 if args.data == "synthetic" and args.vocab_size < 2:
     parser.error("--vocab-size must be >= 2")
-if min(args.embedding_lr, args.unembedding_lr, args.matrix_lr, args.weight_decay) < 0:
-    parser.error("learning rates and --weight-decay must be >= 0")
+require_nonnegative(parser, args, ["embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay"])
 if not (0 <= args.warmup_ratio <= 1 and 0 <= args.warmdown_ratio <= 1 and args.warmup_ratio + args.warmdown_ratio <= 1):
     parser.error("--warmup-ratio and --warmdown-ratio must lie in [0, 1] and add up to at most 1")
 if not 0 <= args.final_lr_frac <= 1:

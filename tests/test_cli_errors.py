@@ -23,7 +23,7 @@ CASES = [
     (["base_train", *SYNTH, "--depth", "-5"], 2, "--depth must be >= 1"),
     (["base_train", *SYNTH, "--max-seq-len", "0"], 2, "--max-seq-len must be >= 1"),
     (["base_train", *SYNTH, "--warmdown-ratio", "1.5"], 2, "--warmdown-ratio must lie in [0, 1]"),
-    (["base_train", *SYNTH, "--matrix-lr", "-1"], 2, "learning rates and --weight-decay must be >= 0"),
+    (["base_train", *SYNTH, "--matrix-lr", "-1"], 2, "--matrix-lr must be >= 0"),
     (["base_train", *SYNTH, "--seed", "-5"], 1, "--seed -5 must lie in [0, 2**32)"),
     # the chat stages check their flags before loading anything
     (["chat_sft", "--device-batch-size", "0"], 2, "--device-batch-size must be >= 1"),
