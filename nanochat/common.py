@@ -11,7 +11,9 @@ import sys
 import ctypes
 import logging
 import random
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,6 +220,65 @@ class MetricsLogger:
     def finish(self):
         if self.wandb is not None:
             self.wandb.finish()
+
+
+# -----------------------------------------------------------------------------
+# stopping a training run cleanly: Ctrl-C or a scheduler's SIGTERM
+
+
+class GracefulStop:
+    """
+    A training loop's answer to Ctrl-C (SIGINT) or SIGTERM (a cluster preempting the job): finish the step in
+    progress, save a checkpoint, exit with 128 + the signal number. Without it a Ctrl-C in hour three of a run
+    that saves only at the end loses all of it. The non-zero exit stops a pipeline (speedrun.sh runs with
+    `set -e`) instead of letting the next stage start from a half-trained model. A second signal quits at
+    once, without saving (the checkpoint in progress, if any, is never half-written: see checkpoint.py).
+
+        stop = GracefulStop()
+        for step in ...:
+            stopping = last_step or stop.requested(device)   # once per step, on every rank
+            ...save and break when stopping...
+        stop.finish(step)                                    # handlers restored; if stopped: message, exit
+    """
+
+    def __init__(self):
+        self.signum = 0
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python sets handlers in the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.signum:
+            print(f"\n{name} again: quitting now, without saving", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        print(f"\n{name}: finishing this step, then saving a checkpoint ({name} again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, device=None):
+        """The signal number if this process, or with a process group any rank, was asked to stop, else 0. The
+        max over ranks makes every rank stop at the same step (a collective: call it on every rank)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.signum
+        flag = torch.tensor(self.signum, dtype=torch.int64, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.signum = int(flag.item())
+        return self.signum
+
+    def finish(self, step, saved=True):
+        """After the loop: put the previous handlers back; if a signal ended the loop, say where and how to go
+        on, and exit with 128 + the signal number."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+        if not self.signum:
+            return
+        what = "saved a checkpoint there; continue with --resume" if saved else "nothing new to save"
+        print0(f"stopped by {signal.Signals(self.signum).name} at step {step}: {what}")
+        compute_cleanup()
+        sys.exit(128 + self.signum)
 
 
 # -----------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from dataclasses import dataclass, asdict
 import torch
 import torch.distributed as dist
 
-from nanochat.common import print0, MetricsLogger, compute_cleanup, require_nonnegative, require_positive
+from nanochat.common import (print0, GracefulStop, MetricsLogger, compute_cleanup, require_nonnegative,
+                             require_positive)
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
                                  get_rng_state, restore_training_state)
 from nanochat.chat_data import PackedChatLoader, PaddedChatLoader
@@ -223,15 +224,17 @@ def train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=None,
     # --- the loop: evaluate / save at the top of a step, then one optimizer step
     model.train()
     step, path = start_step, None
+    stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, exit (a second one quits at once)
     while True:
         progress = progress_of(step)
         last_step = progress >= 1.0
+        interrupted = bool(stop.requested(device))
         fresh = step > start_step or start_step == 0  # a resumed run already evaluated its first step
         if fresh and (last_step or (cfg.eval_every > 0 and step % cfg.eval_every == 0)):
             evaluate(step)
-        if step > start_step and (last_step or (cfg.save_every > 0 and step % cfg.save_every == 0)):
+        if step > start_step and (last_step or interrupted or (cfg.save_every > 0 and step % cfg.save_every == 0)):
             path = save(step)
-        if last_step:
+        if last_step or interrupted:
             break
 
         t0 = time.time()
@@ -285,6 +288,7 @@ def train_chat(model, tokenizer, train_task, val_task, cfg, ci, meta_extra=None,
                         learned_tokens=int(num_learned.item()), progress=new_progress))
 
     logger.finish()
+    stop.finish(step, saved=step > start_step)
     log(f"done: {step} steps, {loop['tokens']:,} tokens, training time {loop['total_time'] / 60:.2f}m, "
         f"val loss {loop['val_loss']}")
     return dict(steps=step, val_loss=loop["val_loss"], evals=loop["evals"], tokens=loop["tokens"],

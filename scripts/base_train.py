@@ -21,7 +21,8 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, require_nonnegative, require_positive, MetricsLogger
+from nanochat.common import (compute_init, compute_cleanup, print0, require_nonnegative, require_positive, GracefulStop,
+                             MetricsLogger)
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.optim import setup_optimizer
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, save_checkpoint,
@@ -263,10 +264,11 @@ PEAK_FLOPS = 989e12 if ci.device_type == "cuda" else None  # H100 SXM dense bf16
 # -----------------------------------------------------------------------------
 # the loop: evaluate / sample / save at the top of a step, then one optimizer step
 
+stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, exit (a second one quits at once)
 step = start_step
 for step in range(start_step, num_iterations + 1):
     last_step = step == num_iterations
-    stopping = last_step or step == args.stop_after
+    stopping = last_step or step == args.stop_after or bool(stop.requested(device))
 
     fresh = step > start_step or start_step == 0  # a resumed run already evaluated its first step
     if fresh and args.eval_every > 0 and (last_step or step % args.eval_every == 0):
@@ -341,6 +343,7 @@ for step in range(start_step, num_iterations + 1):
            + (f" | mfu {mfu:.1f}%" if mfu is not None else "") + f" | eta {eta / 60:.1f}m")
     logger.log(dict(step=step + 1, loss=train_loss, lrm=lrm, dt=dt, tok_per_sec=tok_per_sec, mfu=mfu))
 
+stop.finish(step, saved=step > start_step)
 print0(f"done: step {step}, training time {loop['total_time'] / 60:.2f}m, val bpb {loop['val_bpb']}")
 get_report().log("Base model training", [vars(args), {
     "parameters": model.num_params(), "FLOPs per token": num_flops_per_token, "iterations": num_iterations,

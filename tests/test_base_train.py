@@ -1,11 +1,14 @@
 """
 End-to-end tests of scripts/base_train.py on the synthetic toy language (no tokenizer or shards needed):
-bit-identical resume, the non-finite-loss stop, clear errors, and a 2-process gloo run that saves and resumes.
+bit-identical resume, the non-finite-loss stop, a SIGTERM that saves and exits, clear errors, and a 2-process
+gloo run that saves and resumes.
 
     python -m pytest tests/test_base_train.py -q
 """
 import os
+import re
 import json
+import signal
 import subprocess
 import sys
 
@@ -74,6 +77,30 @@ def test_bad_flags_are_one_clear_sentence(tmp_path):
     r = subprocess.run([sys.executable, "-m", "scripts.base_train", "--help"], cwd=REPO, capture_output=True,
                        text=True)
     assert r.returncode == 0 and "--target-param-data-ratio" in r.stdout and "--device-batch-size" in r.stdout
+
+
+def test_sigterm_finishes_the_step_saves_and_resume_completes(tmp_path):
+    """A scheduler's SIGTERM (or Ctrl-C) mid-run: the process saves the step it reached and exits 128 + 15, so
+    nothing trained is lost and a pipeline stops; --resume then finishes the run."""
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "scripts.base_train", *TINY, "--num-iterations", "400"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until training is under way, then ask it to stop
+        lines.append(line)
+        if line.startswith("step 00005/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
+    stopped = re.search(r"stopped by SIGTERM at step (\d+): saved a checkpoint there", out)
+    assert stopped and "Traceback" not in out, out[-3000:]
+    from nanochat.checkpoint import find_latest_step
+    step = int(stopped.group(1))
+    assert 5 <= step < 400 and find_latest_step(os.path.join(tmp_path, "checkpoints", "base", "d1")) == step
+    r = run(tmp_path, "--num-iterations", "400", "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "resumed from" in r.stdout and records(tmp_path)[-1]["step"] == 400
 
 
 @pytest.mark.slow

@@ -1,12 +1,14 @@
 """
 Tests of the chat training loop (nanochat/sft.py) on a tiny model, in-process:
 SFT lowers the held-out loss on its task; gradient accumulation gives the same update as one big batch
-(the loss is the per-token mean of the whole step); resume from a checkpoint is exact; the lr schedules.
+(the loss is the per-token mean of the whole step); resume from a checkpoint is exact; Ctrl-C saves and
+exits; the lr schedules.
 
     python -m pytest tests/test_sft.py -q
 """
 import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -90,6 +92,27 @@ def test_resume_is_exact(tok, base_dir, packed):
     assert summary["steps"] == 4
     for (name, pa), pb in zip(straight.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+
+
+def test_sigint_saves_the_step_and_exits_130(tok, base_dir):
+    """Ctrl-C mid-run: the step in progress finishes, a checkpoint is saved, the process exits 130 (so a pipeline
+    under `set -e` stops), the previous SIGINT handler is back, and --resume goes on from that checkpoint."""
+    train = SynthMath("train", size=200)
+    before = signal.getsignal(signal.SIGINT)
+
+    def log(line):  # the signal arrives while step 2 is being logged, i.e. between two steps' work
+        if line.startswith("step 00002"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_chat(tiny_model(tok), tok, train, None, config(num_iterations=6, model_tag="c"), CPU, log=log)
+    assert exit_info.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is before
+    from nanochat.checkpoint import find_latest_step
+    assert find_latest_step(str(base_dir / "checkpoints" / "sft" / "c")) == 2
+    summary = train_chat(tiny_model(tok, seed=1), tok, train, None, config(num_iterations=6, model_tag="c",
+                                                                           resume=True), CPU, log=quiet)
+    assert summary["steps"] == 6
 
 
 def test_packed_run_stops_after_one_epoch(tok):
