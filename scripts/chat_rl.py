@@ -36,7 +36,8 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from nanochat.common import compute_init, compute_cleanup, print0, MetricsLogger, require_nonnegative, require_positive
+from nanochat.common import (compute_init, compute_cleanup, print0, GracefulStop, MetricsLogger, require_nonnegative,
+                             require_positive)
 from nanochat.checkpoint import (checkpoint_dir, find_latest_step, load_checkpoint, load_model, save_checkpoint,
                                  get_rng_state, set_rng_state)
 from nanochat.decontam import decontaminate_task
@@ -226,6 +227,7 @@ if baseline_items is None and not args.skip_start_eval:
 
 P_local = args.prompts_per_step // ci.world_size
 last_eval = None
+stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, exit (a second one quits at once)
 for step in range(start_step, args.num_steps):
     t0 = time.time()
     lrm = 1.0 - step / args.num_steps if args.lr_decay == "linear" else 1.0
@@ -318,12 +320,18 @@ for step in range(start_step, args.num_steps):
         record["eval_pass@1"] = res["accuracy"]
         print0(f"  held-out greedy pass@1: {res['accuracy']:.4f} +- {res['stderr']:.4f} on {res['n']} problems")
     logger.log(record)
-    if last_step or (args.save_every > 0 and (step + 1) % args.save_every == 0) or step + 1 == args.stop_after:
+    interrupted = stop.requested(ci.device)
+    if (last_step or interrupted or (args.save_every > 0 and (step + 1) % args.save_every == 0)
+            or step + 1 == args.stop_after):
         save(step + 1)
+    if interrupted:
+        stop.finish(step + 1)  # exits
     if step + 1 == args.stop_after and not last_step:
         print0(f"stopping after step {step + 1} (--stop-after); continue with --resume")
         compute_cleanup()
         raise SystemExit(0)
+
+stop.finish(args.num_steps)  # the run is complete: the usual signal handlers again
 
 # -----------------------------------------------------------------------------
 # the end: paired comparison with the starting model, pass@k, report

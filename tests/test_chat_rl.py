@@ -1,12 +1,14 @@
 """
 End-to-end tests of scripts/chat_rl.py on the tiny checkpoint of tests/tiny_model.py: a few RL steps complete,
 write metrics / a checkpoint / the report section, actually change the weights, and a run split by --resume
-ends with exactly the weights of an uninterrupted one.
+ends with exactly the weights of an uninterrupted one; Ctrl-C saves the step it reached and exits 130.
 Run: python -m pytest tests/test_chat_rl.py -q
 """
 import os
+import re
 import sys
 import json
+import signal
 import subprocess
 
 import pytest
@@ -73,6 +75,25 @@ def test_tiny_run_metrics_checkpoint_report_and_exact_resume(base):
     assert len(meta["loop_state"]["baseline_items"]) == 3
     report = json.load(open(os.path.join(base, "report", "chat-rl.json")))
     assert report["column"] == "rl" and "synthif held-out pass@1" in report["summary"]
+
+
+def test_sigint_saves_the_step_and_exits_130(base):
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "scripts.chat_rl", *SMALL, "--num-steps", "200", "--output-tag", "ctrlc"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2/200"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out[-3000:]
+    stopped = re.search(r"stopped by SIGINT at step (\d+): saved a checkpoint there", out)
+    assert stopped and "Traceback" not in out, out[-3000:]
+    step = int(stopped.group(1))
+    assert 2 <= step < 200 and os.path.exists(os.path.join(base, "checkpoints", "rl", "ctrlc", f"step_{step:06d}",
+                                                           "COMPLETED"))
 
 
 def test_bad_flags_are_clear_errors(base):
