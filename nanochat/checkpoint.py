@@ -194,6 +194,22 @@ def save_checkpoint(ckpt_dir, step, model, optimizer=None, meta=None, rank_state
 # load
 
 
+def _read(path, load):
+    """load(path), or a ValueError that names the file: a truncated or damaged file (a disk that filled up, a
+    partial copy) otherwise surfaces as a zip or JSON error that says neither which file nor what to do."""
+    try:
+        return load(path)
+    except Exception as e:  # noqa: BLE001 - any failure to decode this one file means the same thing
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                         f"the checkpoint is damaged; delete {os.path.dirname(path)} to fall back to the step before "
+                         f"it, or train again") from e
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_checkpoint(ckpt_dir, step=None, device="cpu", load_optimizer=True):
     """
     (model_state, optim_state, rank_state, meta) of a complete step (default: the latest) for this rank.
@@ -204,9 +220,8 @@ def load_checkpoint(ckpt_dir, step=None, device="cpu", load_optimizer=True):
     if path is None or not os.path.exists(os.path.join(path, COMPLETED)):
         raise FileNotFoundError(f"no complete checkpoint{'' if step is None else f' at step {step}'} in "
                                 f"{ckpt_dir}; train one first (e.g. `python -m scripts.base_train`)")
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
-    model_state = torch.load(os.path.join(path, "model.pt"), map_location=device, weights_only=True)
+    meta = _read(os.path.join(path, "meta.json"), _read_json)
+    model_state = _read(os.path.join(path, "model.pt"), lambda p: torch.load(p, map_location=device, weights_only=True))
     if meta.get("format", 1) < 2 and "model_config" in meta:
         if load_optimizer:
             raise RuntimeError(f"checkpoint {path} predates adjacent-pair rotary embeddings (format 1): it loads for "
@@ -221,10 +236,10 @@ def load_checkpoint(ckpt_dir, step=None, device="cpu", load_optimizer=True):
                                f"{world_size}; resume with --nproc_per_node={meta['world_size']}")
         optim_path = os.path.join(path, f"optim_rank{rank:03d}.pt")
         if os.path.exists(optim_path):
-            optim_state = torch.load(optim_path, map_location=device, weights_only=True)
+            optim_state = _read(optim_path, lambda p: torch.load(p, map_location=device, weights_only=True))
         state_path = os.path.join(path, f"state_rank{rank:03d}.pt")
         if os.path.exists(state_path):
-            rank_state = torch.load(state_path, map_location="cpu", weights_only=True)
+            rank_state = _read(state_path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     return model_state, optim_state, rank_state, meta
 
 

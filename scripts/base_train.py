@@ -124,7 +124,7 @@ else:
     from nanochat.tokenizer import get_tokenizer, get_token_bytes
     try:
         tokenizer = get_tokenizer()
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # missing, or not a valid tokenizer file
         print0(f"error: {e} (or use --data synthetic)")
         sys.exit(2)
     vocab_size = tokenizer.get_vocab_size()

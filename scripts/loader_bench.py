@@ -38,7 +38,7 @@ torch.set_num_threads(max(1, torch.get_num_threads()))
 info = compute_init(args.device_type)
 try:
     tokenizer = get_tokenizer()
-except FileNotFoundError as e:
+except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}")
 B, T = args.batch_size, args.seq_len
 

@@ -67,7 +67,7 @@ def samples():
 
 try:
     ours = get_tokenizer(args.tokenizer_dir or None)
-except FileNotFoundError as e:
+except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}")
 encoders = {"ours": lambda s: ours.encode(s)}
 for name in ("gpt2", "cl100k_base"):

@@ -84,6 +84,18 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(str(tmp_path / "nothing"))
 
 
+@pytest.mark.parametrize("name", ["model.pt", "meta.json", "optim_rank000.pt"])
+def test_damaged_file_is_a_clear_error_naming_it(tmp_path, name):
+    """A complete step whose file was later truncated (disk full, a partial copy): the error names the file and
+    says what to do, instead of a bare zip or JSON decoding error."""
+    model, opt = trained_model_and_optimizer()
+    save_checkpoint(str(tmp_path), 3, model, opt, dict(model_config=CFG.to_dict()))
+    path = tmp_path / "step_000003" / name
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{name} cannot be read .*damaged; delete .*step_000003"):
+        load_checkpoint(str(tmp_path))
+
+
 # -----------------------------------------------------------------------------
 # SIGKILL while saving: a forked child (cheap: torch is already imported) saves in a loop until killed
 
