@@ -301,7 +301,7 @@ def load_model(stage, device, tag=None, step=None):
 
 
 def load_model_or_exit(stage, device, tag=None, step=None):
-    """load_model for a script: a missing or mismatched checkpoint is one line on stderr and exit code 2."""
+    """load_model for a script: a missing, damaged or mismatched checkpoint is one line on stderr, exit 1."""
     try:
         return load_model(stage, device, tag=tag, step=step)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

@@ -289,6 +289,14 @@ def get_tokenizer(directory=None):
     return _load_cached(directory, os.path.getmtime(path))
 
 
+def get_tokenizer_or_exit(directory=None, hint=""):
+    """get_tokenizer for a script: a missing or invalid tokenizer.json is one line on stderr (plus `hint`), exit 1."""
+    try:
+        return get_tokenizer(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}{hint}")
+
+
 def get_token_bytes(tokenizer, device="cpu"):
     """LongTensor (vocab,): UTF-8 byte length of each token, 0 for special tokens (they are not text)."""
     import torch

@@ -121,12 +121,8 @@ if args.data == "synthetic":
     vocab_size = args.vocab_size
     token_bytes = torch.ones(vocab_size, dtype=torch.long, device=device)  # "bpb" = bits per token here
 else:
-    from nanochat.tokenizer import get_tokenizer, get_token_bytes
-    try:
-        tokenizer = get_tokenizer()
-    except (FileNotFoundError, ValueError) as e:  # missing, or not a valid tokenizer file
-        print0(f"error: {e} (or use --data synthetic)")
-        sys.exit(2)
+    from nanochat.tokenizer import get_tokenizer_or_exit, get_token_bytes
+    tokenizer = get_tokenizer_or_exit(hint=" (or use --data synthetic)")
     vocab_size = tokenizer.get_vocab_size()
     token_bytes = get_token_bytes(tokenizer, device)
 

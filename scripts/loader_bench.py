@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from nanochat.common import compute_init, compute_cleanup, print0
-from nanochat.tokenizer import get_tokenizer
+from nanochat.tokenizer import get_tokenizer_or_exit
 from nanochat.dataloader import DataLoader
 
 parser = argparse.ArgumentParser(description="Loader throughput next to a training step's token consumption")
@@ -36,10 +36,7 @@ args = parser.parse_args()
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 info = compute_init(args.device_type)
-try:
-    tokenizer = get_tokenizer()
-except (FileNotFoundError, ValueError) as e:
-    raise SystemExit(f"error: {e}")
+tokenizer = get_tokenizer_or_exit()
 B, T = args.batch_size, args.seq_len
 
 # -----------------------------------------------------------------------------

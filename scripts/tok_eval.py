@@ -14,7 +14,7 @@ import inspect
 import tiktoken
 
 from nanochat.report import get_report
-from nanochat.tokenizer import get_tokenizer
+from nanochat.tokenizer import get_tokenizer_or_exit
 
 parser = argparse.ArgumentParser(description="Bytes per token of our tokenizer vs GPT-2 / GPT-4 on several kinds of text")
 parser.add_argument("--tokenizer-dir", type=str, default="", help="tokenizer to evaluate (default: <base_dir>/tokenizer)")
@@ -65,10 +65,7 @@ def samples():
 # -----------------------------------------------------------------------------
 # measure
 
-try:
-    ours = get_tokenizer(args.tokenizer_dir or None)
-except (FileNotFoundError, ValueError) as e:
-    raise SystemExit(f"error: {e}")
+ours = get_tokenizer_or_exit(args.tokenizer_dir or None)
 encoders = {"ours": lambda s: ours.encode(s)}
 for name in ("gpt2", "cl100k_base"):
     try:

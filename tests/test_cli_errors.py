@@ -35,6 +35,7 @@ CASES = [
     (["tok_train", "--vocab-size", "100"], 2, "--vocab-size must be at least"),
     (["chat_rl", "--pass-k", "-2"], 2, "--pass-k 1 is the greedy pass@1"),
     (["tok_eval"], 1, "no tokenizer at"),
+    (["base_train", "--device-type", "cpu"], 1, "no tokenizer at"),
     (["loader_bench"], 1, "no tokenizer at"),
     # an experiment driver whose first stage fails (no SFT checkpoint): the stage's exit code and one line
     (["exp_dpo", "--seeds", "1"], 1, "this stage failed (exit code 1)"),
